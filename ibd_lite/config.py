@@ -1,0 +1,182 @@
+"""One experiment configuration, the three profiles (ci, quick, paper) and validation of every value."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import torch
+
+from .errors import ConfigError, choice_error
+
+METHODS: tuple[str, ...] = ("teacher", "student", "rd", "cd", "bd", "ibd")
+PROFILES: tuple[str, ...] = ("ci", "quick", "paper")
+IBD_VARIANTS: tuple[str, ...] = ("full", "no-carry")
+CD_GUIDES: tuple[str, ...] = ("student", "teacher")
+AFTER_ROUNDS: tuple[str, ...] = ("bd", "rounds")
+
+# Values each profile sets; anything the user passes explicitly wins.
+PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
+    # synthetic data, seconds on a CPU: for tests and the CI run of every chapter
+    "ci": dict(dataset="synthetic", teacher_dim=32, student_dim=4, pretrain_epochs=12, epochs=12,
+               refresh_every=2, rounds=4, eval_every=2, patience=100, lr=5e-3, rd_warmup=2),
+    # real data, minutes on a 2-core CPU: BD's own code sizes (50 / 5)
+    "quick": dict(teacher_dim=50, student_dim=5, pretrain_epochs=60, epochs=60, refresh_every=10,
+                  rounds=10, eval_every=5, patience=4, lr=2e-3),
+    # the paper's scale (teacher 200 / student 20), meant for a GPU
+    "paper": dict(teacher_dim=200, student_dim=20, pretrain_epochs=300, epochs=400, refresh_every=10,
+                  rounds=10, eval_every=10, patience=5, lr=1e-3),
+}
+
+
+@dataclass
+class Config:
+    """Everything that defines a run. `None` means: the model's or the profile's default."""
+
+    dataset: str = "citeulike-t"
+    model: str = "cdae"
+    method: str = "teacher"
+    profile: str = "quick"
+    device: str = "auto"                 # auto = CUDA when present, else CPU
+    seed: int = 0
+    data_dir: str | None = None
+    min_user_interactions: int = 5
+    # sizes and optimisation (SPEC §3)
+    teacher_dim: int | None = None
+    student_dim: int | None = None
+    lr: float | None = None
+    weight_decay: float = 1e-6
+    batch_size: int = 128                # users (CDAE) or interactions (NeuMF, BPR-MF) per step
+    neg_per_pos: int | None = None       # CDAE 5, NeuMF 4, BPR-MF 1
+    pretrain_epochs: int | None = None   # max epochs of training alone (teacher, student, warm-up)
+    epochs: int | None = None            # max epochs of distillation
+    eval_every: int | None = None        # validate every this many epochs
+    patience: int | None = None          # evaluations without a better valid N@50 before stopping
+    ks: tuple[int, ...] = (50, 100)
+    # BD (SPEC §5)
+    gamma_ts: float = 0.5
+    gamma_st: float = 0.5
+    tau: float | None = None             # CDAE 2, others 5
+    eps_t: float | None = None           # CDAE 1e-4, others 1e-2
+    eps_e: float = 1e-4
+    refresh_every: int | None = None     # P
+    kd_per_pos: int = 5                  # |D_u| = kd_per_pos · |I_u+| per direction
+    bd_direction: str = "paper"
+    # iBD (SPEC §6)
+    rounds: int | None = None            # M
+    top_n: int = 100
+    retire_after: int = 3                # A
+    ibd_variant: str = "full"
+    after_rounds: str = "bd"             # what follows round M: plain BD, or more rounds
+    # RD and CD (SPEC §4)
+    rd_k: int = 10
+    rd_lambda: float = 1.0
+    rd_mu: float = 0.1
+    rd_alpha: float = 1.0
+    rd_warmup: int = 10                  # epochs with position weights only
+    cd_lambda: float = 1.0
+    cd_mu: float = 10.0
+    cd_tau: float = 2.0
+    cd_guide: str = "student"
+    extra: dict = field(default_factory=dict)   # free-form notes carried into the result
+
+    def resolved(self) -> "Config":
+        """A copy with profile and model defaults filled in, names canonical, values checked."""
+        from .data import resolve_dataset
+        from .models import BD_EPS_T, BD_TAU, NEG_PER_POS, resolve_model
+
+        c = dataclasses.replace(self)
+        c.profile = _choice("profile", c.profile, PROFILES)
+        c.method = _choice("method", c.method, METHODS)
+        prof = PROFILE_DEFAULTS[c.profile]
+        for name, value in prof.items():
+            if name == "dataset":
+                continue
+            if getattr(c, name) is None:
+                setattr(c, name, value)
+        c.dataset = resolve_dataset(c.dataset)
+        c.model = resolve_model(c.model)
+        c.neg_per_pos = NEG_PER_POS[c.model] if c.neg_per_pos is None else c.neg_per_pos
+        c.tau = BD_TAU[c.model] if c.tau is None else c.tau
+        c.eps_t = BD_EPS_T[c.model] if c.eps_t is None else c.eps_t
+        c.device = resolve_device(c.device)
+        c.ks = tuple(int(k) for k in c.ks)
+        c.bd_direction = _choice("bd_direction", c.bd_direction, ("paper", "released"))
+        c.ibd_variant = _choice("ibd_variant", c.ibd_variant, IBD_VARIANTS)
+        c.cd_guide = _choice("cd_guide", c.cd_guide, CD_GUIDES)
+        c.after_rounds = _choice("after_rounds", c.after_rounds, AFTER_ROUNDS)
+        c.validate()
+        return c
+
+    def validate(self) -> None:
+        """Range checks that name the parameter and the allowed range."""
+        positive_ints = ["teacher_dim", "student_dim", "batch_size", "neg_per_pos", "pretrain_epochs",
+                         "epochs", "eval_every", "patience", "refresh_every", "kd_per_pos", "rounds",
+                         "top_n", "retire_after", "rd_k"]
+        for name in positive_ints:
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"{name}={v!r} is out of range: it must be an integer >= 1")
+        if self.min_user_interactions < 3:
+            raise ConfigError(f"min_user_interactions={self.min_user_interactions} is out of range: it must be >= 3 "
+                              "(each user needs a test, a validation and at least one training item)")
+        for name in ["lr", "tau", "cd_tau", "cd_mu", "rd_lambda"]:
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name}={getattr(self, name)!r} is out of range: it must be > 0")
+        for name in ["weight_decay", "gamma_ts", "gamma_st", "eps_t", "eps_e", "rd_mu", "rd_alpha", "cd_lambda"]:
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name}={getattr(self, name)!r} is out of range: it must be >= 0")
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise ConfigError(f"ks={self.ks!r} is out of range: each K must be an integer >= 1")
+        if self.student_dim > self.teacher_dim:
+            raise ConfigError(f"student_dim={self.student_dim} is larger than teacher_dim={self.teacher_dim}: "
+                              "the student must be the smaller model")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON."""
+        d = dataclasses.asdict(self)
+        d["ks"] = list(self.ks)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        """Inverse of `to_dict`; unknown keys are an error naming them."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown config keys {unknown}; valid keys are: {', '.join(sorted(names))}")
+        d = dict(d)
+        if "ks" in d:
+            d["ks"] = tuple(d["ks"])
+        return cls(**d)
+
+
+def make_config(**kwargs: Any) -> Config:
+    """Config from keyword arguments, with the profile's dataset when none is given, resolved and checked."""
+    profile = kwargs.get("profile", "quick")
+    if "dataset" not in kwargs or kwargs["dataset"] is None:
+        kwargs["dataset"] = PROFILE_DEFAULTS.get(profile, {}).get("dataset", Config.dataset)
+    return Config.from_dict(kwargs).resolved()
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when available else 'cpu'; 'cuda' without CUDA is a clear error."""
+    dev = str(device).lower()
+    if dev == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if dev.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={device!r} was requested but CUDA is not available on this machine "
+                              "(torch.cuda.is_available() is False); use --device cpu or --device auto")
+        return dev
+    if dev in ("cpu", "mps"):
+        return dev
+    raise ConfigError(f"unknown device {device!r}; valid devices are: auto, cpu, cuda, cuda:N")
+
+
+def _choice(kind: str, value: str, valid: tuple[str, ...]) -> str:
+    v = str(value).lower()
+    if v not in valid:
+        raise choice_error(kind, value, valid)
+    return v

@@ -1,0 +1,344 @@
+"""The methods: a model trained alone (teacher / student), RD, CD (SPEC §4), BD (§5) and iBD (§6).
+
+Each `run_*` takes a resolved Config and a Context (split, device, pre-trained models) and returns
+the method-specific part of the result dict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .bd import DIRS, RoundSet, build_round_set, feedback, refresh
+from .config import Config
+from .metrics import evaluate
+from .models import Recommender, build_model
+from .sampling import UnobservedSampler, cd_probabilities, ranks_from_scores, rd_weights
+from .sparse import counts_to_indptr
+from .train import FitResult, KDPairs, Learner, fit
+
+ROLES = ("teacher", "student")
+# Config fields that change a pre-trained model; the cache key is built from these alone.
+PRETRAIN_KEYS = ("dataset", "model", "seed", "min_user_interactions", "lr", "weight_decay", "batch_size",
+                 "neg_per_pos", "pretrain_epochs", "eval_every", "patience", "data_dir")
+
+
+@dataclass
+class Context:
+    cfg: Config
+    split: object
+    device: torch.device
+    sampler: UnobservedSampler
+    progress: bool = True
+    cache_dir: Path | None = None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch's CPU and CUDA generators (numpy is not used for randomness)."""
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def role_dim(cfg: Config, role: str) -> int:
+    return cfg.teacher_dim if role == "teacher" else cfg.student_dim
+
+
+def new_model(ctx: Context, role: str, seed_offset: int = 0) -> Recommender:
+    """A freshly initialised model of the role's size, seeded so that its weights do not depend on run order."""
+    seed_everything(ctx.cfg.seed * 1009 + (0 if role == "teacher" else 1) + seed_offset)
+    return build_model(ctx.cfg.model, ctx.split, role_dim(ctx.cfg, role)).to(ctx.device)
+
+
+def make_learner(ctx: Context, name: str, model: Recommender) -> Learner:
+    c = ctx.cfg
+    return Learner(name, model, c.lr, c.weight_decay, c.patience)
+
+
+def _fit(ctx: Context, learners: list[Learner], epochs: int, phase: str, **kw) -> FitResult:
+    c = ctx.cfg
+    return fit(learners, ctx.split, ctx.sampler, epochs=epochs, neg_per_pos=c.neg_per_pos,
+               batch_size=c.batch_size, eval_every=c.eval_every, ks=c.ks, phase=phase,
+               progress=ctx.progress, **kw)
+
+
+def model_report(ctx: Context, learner: Learner, seconds_predict: dict | None = None) -> dict:
+    """Test and validation metrics of a learner's best weights, plus size and best epoch."""
+    t0 = time.perf_counter()
+    test = evaluate(learner.model, ctx.split, "test", ctx.cfg.ks)
+    if seconds_predict is not None:
+        seconds_predict[learner.name] = time.perf_counter() - t0
+    return {"test": test, "valid_best": {"N@50": learner.best_score}, "best_epoch": learner.best_epoch,
+            "n_params": learner.model.n_params(), "dim": learner.model.dim}
+
+
+# ---------------------------------------------------------------- training alone, with a checkpoint cache
+
+def pretrain_key(cfg: Config, role: str, device: torch.device) -> str:
+    d = {k: getattr(cfg, k) for k in PRETRAIN_KEYS}
+    d.update(role=role, dim=role_dim(cfg, role), device=device.type, v=1)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def pretrain(ctx: Context, role: str) -> tuple[Recommender, dict]:
+    """Train the role's model alone with its CF loss (or load it from the cache) -> model, report."""
+    path = None
+    if ctx.cache_dir is not None:
+        path = ctx.cache_dir / f"{ctx.cfg.dataset}-{ctx.cfg.model}-{role}-{pretrain_key(ctx.cfg, role, ctx.device)}.pt"
+        if path.exists():
+            try:
+                blob = torch.load(path, map_location=ctx.device, weights_only=False)
+                model = build_model(ctx.cfg.model, ctx.split, role_dim(ctx.cfg, role)).to(ctx.device)
+                model.load_state_dict(blob["state"])
+                model.eval()
+                return model, dict(blob["report"], cached=True)
+            except Exception:  # a corrupt cache entry is retrained, never trusted
+                path.unlink(missing_ok=True)
+    model = new_model(ctx, role)
+    learner = make_learner(ctx, role, model)
+    res = _fit(ctx, [learner], ctx.cfg.pretrain_epochs, phase=f"pretrain {role}")
+    report = {"history": res.history, "seconds_train": res.seconds_train, "seconds_eval": res.seconds_eval,
+              "epochs_run": res.epochs_run, "best_epoch": learner.best_epoch,
+              "valid_best": {"N@50": learner.best_score}, "n_params": model.n_params(), "dim": model.dim}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"state": model.state_dict(), "report": report}, tmp)
+        os.replace(tmp, path)
+    return model, dict(report, cached=False)
+
+
+def run_alone(ctx: Context, role: str) -> dict:
+    """Method `teacher` or `student`: one model trained alone."""
+    model, rep = pretrain(ctx, role)
+    learner = make_learner(ctx, role, model)
+    learner.best_score, learner.best_epoch = rep["valid_best"]["N@50"], rep["best_epoch"]
+    pred = {}
+    out = {"models": {role: model_report(ctx, learner, pred)}, "history": rep["history"],
+           "pretrain": {role: _strip_history(rep)}}
+    out["timing"] = {"pretrain_s": rep["seconds_train"] + rep["seconds_eval"], "distill_s": 0.0,
+                     "predict_s": pred[role]}
+    return out
+
+
+def _strip_history(rep: dict) -> dict:
+    return {k: v for k, v in rep.items() if k != "history"}
+
+
+def _frozen_teacher(ctx: Context) -> tuple[Recommender, dict, dict]:
+    teacher, rep = pretrain(ctx, "teacher")
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    tl = make_learner(ctx, "teacher", teacher)
+    tl.best_score, tl.best_epoch = rep["valid_best"]["N@50"], rep["best_epoch"]
+    return teacher, rep, model_report(ctx, tl)
+
+
+# ---------------------------------------------------------------- RD and CD (student from scratch, teacher frozen)
+
+@torch.no_grad()
+def teacher_topk(ctx: Context, teacher: Recommender, k: int, batch_users: int = 512) -> torch.Tensor:
+    """The teacher's top-k unobserved items per user -> [n_users, k] (rank order)."""
+    out = []
+    for lo in range(0, ctx.split.n_users, batch_users):
+        users = torch.arange(lo, min(lo + batch_users, ctx.split.n_users), device=ctx.device)
+        s = teacher.score_all(users).masked_fill(ctx.split.train_mask(users.cpu()).to(ctx.device), float("-inf"))
+        out.append(torch.topk(s, k, dim=1).indices)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def ranks_of_items(ctx: Context, model: Recommender, items: torch.Tensor, batch_users: int = 256) -> torch.Tensor:
+    """A model's 1-based rank of given items [n_users, k] among each user's unobserved items (ties: item ranks below)."""
+    model.eval()
+    out = []
+    for lo in range(0, ctx.split.n_users, batch_users):
+        users = torch.arange(lo, min(lo + batch_users, ctx.split.n_users), device=ctx.device)
+        s = model.score_all(users).masked_fill(ctx.split.train_mask(users.cpu()).to(ctx.device), float("-inf"))
+        v = s.gather(1, items[lo:lo + len(users)])                                   # [b, k]
+        out.append((s[:, None, :] > v[:, :, None]).sum(-1) + 1)                      # [b, k]
+    return torch.cat(out)
+
+
+def run_rd(ctx: Context) -> dict:
+    """Ranking distillation: the teacher's top-K items as weighted extra positives of the student."""
+    c = ctx.cfg
+    teacher, t_rep, t_report = _frozen_teacher(ctx)
+    top = teacher_topk(ctx, teacher, c.rd_k)                                        # [n_users, K]
+    student = new_model(ctx, "student", seed_offset=11)
+    sl = make_learner(ctx, "student", student)
+    indptr = torch.arange(0, (ctx.split.n_users + 1) * c.rd_k, c.rd_k, device=ctx.device)
+    ones = torch.ones(top.numel(), device=ctx.device)
+
+    def on_epoch(epoch: int) -> dict:
+        use_b = epoch > c.rd_warmup
+        w = rd_weights(ranks_of_items(ctx, student, top), c.rd_lambda, c.rd_mu, use_discrepancy=use_b) \
+            if use_b else rd_weights(top.new_ones(top.shape), c.rd_lambda, c.rd_mu, use_discrepancy=False)
+        student.train()
+        sl.kd = KDPairs(indptr, top.reshape(-1), coef=c.rd_alpha, target=ones, weight=w.reshape(-1))
+        return {"rd_discrepancy": use_b}
+
+    res = _fit(ctx, [sl], c.epochs, phase="rd student", on_epoch_start=on_epoch)
+    return _ud_result(ctx, sl, t_rep, t_report, res)
+
+
+def run_cd(ctx: Context) -> dict:
+    """Collaborative distillation: the teacher's soft labels on items drawn by rank-aware sampling."""
+    c = ctx.cfg
+    teacher, t_rep, t_report = _frozen_teacher(ctx)
+    student = new_model(ctx, "student", seed_offset=13)
+    sl = make_learner(ctx, "student", student)
+    n_u = c.kd_per_pos * ctx.split.train_counts.to(ctx.device)
+    depth = min(ctx.split.n_items - int(ctx.split.train_counts.max()), max(1, math.ceil(30 * c.cd_mu)))
+    probs = cd_probabilities(torch.arange(1, depth + 1, device=ctx.device)[None, :], c.cd_mu)[0]   # [depth]
+    fixed_top = teacher_topk(ctx, teacher, depth) if c.cd_guide == "teacher" else None
+
+    def on_epoch(epoch: int) -> dict:
+        guide_top = fixed_top if fixed_top is not None else teacher_topk(ctx, student, depth)   # [n_users, depth]
+        pos = torch.multinomial(probs, int(n_u.sum()), replacement=True)                      # rank positions
+        users = torch.repeat_interleave(torch.arange(ctx.split.n_users, device=ctx.device), n_u)
+        items = guide_top[users, pos]
+        with torch.no_grad():
+            teacher.eval()
+            q = torch.sigmoid(teacher.pair_logits(users, items) / c.cd_tau)
+        student.train()
+        sl.kd = KDPairs(counts_to_indptr(n_u), items, coef=c.cd_lambda, target=q)
+        return {}
+
+    res = _fit(ctx, [sl], c.epochs, phase="cd student", on_epoch_start=on_epoch)
+    return _ud_result(ctx, sl, t_rep, t_report, res)
+
+
+def _ud_result(ctx: Context, sl: Learner, t_rep: dict, t_report: dict, res: FitResult) -> dict:
+    pred = {}
+    return {"models": {"student": model_report(ctx, sl, pred), "teacher": t_report},
+            "history": res.history, "pretrain": {"teacher": _strip_history(t_rep)},
+            "timing": {"pretrain_s": t_rep["seconds_train"] + t_rep["seconds_eval"],
+                       "distill_s": res.seconds_train + res.seconds_eval, "predict_s": pred["student"]}}
+
+
+# ---------------------------------------------------------------- BD and iBD
+
+class BDState:
+    """Sampling state of a BD / iBD run: the current samplers and, for iBD, the current round sets."""
+
+    def __init__(self, ctx: Context, teacher: Recommender, student: Recommender, tl: Learner, sl: Learner):
+        self.ctx, self.teacher, self.student, self.tl, self.sl = ctx, teacher, student, tl, sl
+        self.n_u = ctx.cfg.kd_per_pos * ctx.split.train_counts.to(ctx.device)   # [n_users]
+        self.samplers = None
+        self.sets: dict[str, RoundSet] = {}
+        self.rounds: list[dict] = []
+        self.refresh_seconds = 0.0
+
+    def do_refresh(self, queries=None) -> "object":
+        c = self.ctx.cfg
+        t0 = time.perf_counter()
+        self.samplers = None          # free the old CDFs before building new ones
+        r = refresh(self.teacher, self.student, self.ctx.split, eps_t=c.eps_t, eps_e=c.eps_e,
+                    direction=c.bd_direction, top_n=c.top_n, device=self.ctx.device, queries=queries)
+        self.samplers = r.samplers
+        self.refresh_seconds += time.perf_counter() - t0
+        return r
+
+    def set_kd(self, pairs: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Give each model its KD pairs: T→S pairs to the student, S→T pairs to the teacher."""
+        c = self.ctx.cfg
+        self.sl.kd = KDPairs(pairs["ts"][0], pairs["ts"][1], coef=c.gamma_ts, giver=self.teacher, tau=c.tau)
+        self.tl.kd = KDPairs(pairs["st"][0], pairs["st"][1], coef=c.gamma_st, giver=self.student, tau=c.tau)
+        self.teacher.train(); self.student.train()
+
+    def bd_epoch(self, epoch: int) -> dict:
+        """Plain BD: refresh every P epochs, draw fresh D_u every epoch."""
+        c = self.ctx.cfg
+        log = {}
+        if self.samplers is None or (epoch - 1) % c.refresh_every == 0:
+            r = self.do_refresh()
+            log["overlap@N"] = float(r.overlap.mean())
+        self.set_kd({d: self.samplers[d].sample(self.n_u) for d in DIRS})
+        return log
+
+    def ibd_epoch(self, epoch: int) -> dict:
+        """iBD: round 0 is plain BD; round t = 1..M starts with a refresh, the feedback check and new sets."""
+        c = self.ctx.cfg
+        P, M = c.refresh_every, c.rounds
+        rnd = (epoch - 1) // P
+        if (epoch - 1) % P != 0:
+            return {}
+        if rnd > M and c.after_rounds == "bd":
+            self.sets = {}
+            return self.bd_epoch(epoch)
+        if rnd == 0:
+            r = self.do_refresh()
+            self.sets = {d: self._fresh_set(d) for d in DIRS}
+            self._log_round(0, r, None)
+        else:
+            queries = {d: (self.sets[d].users, self.sets[d].items) for d in DIRS}
+            r = self.do_refresh(queries)
+            fb, new_sets = {}, {}
+            for d in DIRS:
+                rank_t, rank_s = r.query_ranks[d]
+                giver, receiver = (rank_t, rank_s) if d == "ts" else (rank_s, rank_t)
+                fb[d] = feedback(self.sets[d], giver, receiver, c.retire_after, self.ctx.split.n_items)
+                carry = fb[d]["carry"] if c.ibd_variant == "full" else torch.zeros_like(fb[d]["carry"])
+                new_sets[d], fb[d]["kept"] = build_round_set(
+                    fb[d]["users"][carry], fb[d]["items"][carry], fb[d]["streak"][carry],
+                    fb[d]["first"][carry], self.n_u, self.samplers[d])
+            self._log_round(rnd, r, fb, new_sets)
+            self.sets = new_sets
+        self.set_kd({d: (self.sets[d].indptr(self.ctx.split.n_users), self.sets[d].items) for d in DIRS})
+        return {"round": rnd, "overlap@N": self.rounds[-1]["overlap@N"]}
+
+    def _fresh_set(self, d: str) -> RoundSet:
+        indptr, items = self.samplers[d].sample(self.n_u)
+        users = torch.repeat_interleave(torch.arange(len(self.n_u), device=items.device), indptr[1:] - indptr[:-1])
+        return RoundSet(users, items, torch.zeros_like(items))
+
+    def _log_round(self, rnd: int, r, fb, new_sets=None) -> None:
+        n_users = self.ctx.split.n_users
+        sets = new_sets if new_sets is not None else self.sets
+        entry = {"round": rnd, "overlap@N": float(r.overlap.mean())}
+        for d in DIRS:
+            per_user = {"sampled": torch.bincount(sets[d].users, minlength=n_users)}
+            if fb is not None:
+                f = fb[d]
+                per_user["corrected"] = torch.bincount(f["users"][f["corrected"]], minlength=n_users)
+                per_user["noise"] = torch.bincount(f["users"][f["noise"]], minlength=n_users)
+                per_user["retired"] = torch.bincount(f["users"][f["retired"]], minlength=n_users)
+                per_user["carried"] = f["kept"]
+                per_user["checked"] = torch.bincount(f["users"], minlength=n_users)
+            entry[d] = {"total": {k: int(v.sum()) for k, v in per_user.items()},
+                        "per_user": {k: v.cpu().tolist() for k, v in per_user.items()}}
+        self.rounds.append(entry)
+
+
+def run_bd(ctx: Context, improved: bool = False) -> dict:
+    """BD (or iBD when `improved`): warm-up both models alone, then distil both ways at once."""
+    c = ctx.cfg
+    teacher, t_rep = pretrain(ctx, "teacher")
+    student, s_rep = pretrain(ctx, "student")
+    tl, sl = make_learner(ctx, "teacher", teacher), make_learner(ctx, "student", student)
+    warm = {"teacher": evaluate(teacher, ctx.split, "test", c.ks), "student": evaluate(student, ctx.split, "test", c.ks)}
+    state = BDState(ctx, teacher, student, tl, sl)
+    seed_everything(c.seed * 1009 + 7)
+    hook = state.ibd_epoch if improved else state.bd_epoch
+    res = _fit(ctx, [tl, sl], c.epochs, phase="ibd" if improved else "bd", on_epoch_start=hook, track_test=True)
+    pred = {}
+    out = {"models": {"teacher": model_report(ctx, tl, pred), "student": model_report(ctx, sl, pred)},
+           "history": res.history,
+           "pretrain": {"teacher": _strip_history(t_rep), "student": _strip_history(s_rep)},
+           "warmup_test": warm,
+           "timing": {"pretrain_s": sum(r["seconds_train"] + r["seconds_eval"] for r in (t_rep, s_rep)),
+                      "distill_s": res.seconds_train + res.seconds_eval,
+                      "refresh_s": state.refresh_seconds, "predict_s": pred["student"],
+                      "predict_teacher_s": pred["teacher"],
+                      "epoch_s_mean": res.seconds_train / max(res.epochs_run, 1)}}
+    if improved:
+        out["rounds"] = state.rounds
+    return out
