@@ -133,20 +133,23 @@ class CdfSampler:
 
         Returns CSR (indptr [n_users+1], items [Σ counts]); a user with all-zero weights gets none.
         """
-        counts = torch.where(self.total > 0, counts.to(self.cdf.device), torch.zeros_like(counts, device=self.cdf.device))
-        parts = []
-        for lo in range(0, len(counts), block):
-            c = counts[lo:lo + block]
-            m = int(c.max()) if len(c) else 0
-            if m == 0:
-                continue
-            r = torch.rand((len(c), m), device=self.cdf.device, generator=generator) * self.total[lo:lo + block, None]
-            idx = torch.searchsorted(self.cdf[lo:lo + block], r, right=True)
-            idx = torch.minimum(idx, self.last[lo:lo + block, None])
-            keep = torch.arange(m, device=c.device)[None, :] < c[:, None]
-            parts.append(idx[keep])
-        items = torch.cat(parts) if parts else torch.empty(0, dtype=torch.long, device=self.cdf.device)
-        return counts_to_indptr(counts), items
+        dev = self.cdf.device
+        counts = torch.where(self.total > 0, counts.to(dev), torch.zeros_like(counts, device=dev))
+        indptr = counts_to_indptr(counts)
+        items = torch.empty(int(indptr[-1]), dtype=torch.long, device=dev)
+        order = torch.argsort(counts)                       # blocks of users with similar counts: little padding
+        order = order[counts[order] > 0]
+        for lo in range(0, len(order), block):
+            users = order[lo:lo + block]
+            c = counts[users]
+            m = int(c[-1])
+            r = torch.rand((len(users), m), device=dev, generator=generator) * self.total[users, None]
+            idx = torch.searchsorted(self.cdf[users], r, right=True)             # [b, m]
+            idx = torch.minimum(idx, self.last[users, None])
+            col = torch.arange(m, device=dev)[None, :]
+            keep = col < c[:, None]
+            items[(indptr[users, None] + col)[keep]] = idx[keep]
+        return indptr, items
 
 
 def rd_position_weights(k: int, lam: float = 1.0) -> torch.Tensor:

@@ -62,7 +62,8 @@ class Learner:
     opt: torch.optim.Optimizer = field(init=False)
 
     def __post_init__(self) -> None:
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        # fused Adam: one kernel per step over all parameters (much faster than the per-tensor loop)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay, fused=True)
 
     @property
     def stopped(self) -> bool:

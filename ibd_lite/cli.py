@@ -1,0 +1,106 @@
+"""Command line: `python -m ibd_lite run ...` for one experiment, `python -m ibd_lite grid ...` for many.
+
+Bad input (unknown names, out-of-range numbers, missing data, CUDA absent) exits with status 2 and
+a message that names the problem and the fix, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import Sequence
+
+from .config import AFTER_ROUNDS, CD_GUIDES, IBD_VARIANTS, METHODS, PROFILES, Config
+from .errors import IBDError
+
+_HELP = {
+    "dataset": "citeulike-t (alias citeulike), citeulike-a, foursquare-tky, foursquare-nyc, synthetic",
+    "model": "cdae, neumf, bprmf", "method": ", ".join(METHODS), "profile": ", ".join(PROFILES),
+    "bd_direction": "paper (SPEC) or released (BD's code)", "ibd_variant": ", ".join(IBD_VARIANTS),
+    "cd_guide": ", ".join(CD_GUIDES), "after_rounds": ", ".join(AFTER_ROUNDS),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # exit 2 with usage, as argparse does, but name the fix
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n(run with --help for the valid values)\n")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    for f in dataclasses.fields(Config):
+        if f.name == "extra":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "ks":
+            p.add_argument(flag, type=int, nargs="+", default=None, help="cut-offs K (default 50 100)")
+            continue
+        typ = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
+        if "int" in str(f.type) and "float" not in str(f.type):
+            typ = int
+        elif "float" in str(f.type):
+            typ = float
+        p.add_argument(flag, dest=f.name, type=typ, default=None, help=_HELP.get(f.name))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m ibd_lite", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    r = sub.add_parser("run", help="run one experiment and write its result JSON")
+    _add_config_args(r)
+    r.add_argument("--out", help="result JSON path (written atomically; an identical finished run is not redone)")
+    r.add_argument("--force", action="store_true", help="rerun even if --out already holds this run")
+    r.add_argument("--no-cache", action="store_true", help="do not reuse or store pre-trained checkpoints")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    g = sub.add_parser("grid", help="run the paper's experiment grid (resumable), see ibd_lite.experiments")
+    g.add_argument("experiment", help="table, figure3, figure45, figure6 or timing")
+    g.add_argument("--profile", default="quick", help=_HELP["profile"])
+    g.add_argument("--dataset", default=None)
+    g.add_argument("--model", default=None)
+    g.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    g.add_argument("--device", default="auto")
+    g.add_argument("--out-dir", default="results")
+    g.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _cmd_run(args)
+        return _cmd_grid(args)
+    except IBDError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished results are on disk; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .runner import run
+
+    names = {f.name for f in dataclasses.fields(Config)}
+    overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if "ks" in overrides:
+        overrides["ks"] = tuple(overrides["ks"])
+    result = run(None, args.out, progress=not args.quiet, cache=not args.no_cache, force=args.force, **overrides)
+    summary = {name: m["test"] for name, m in result["models"].items()}
+    print(json.dumps({"method": result["config"]["method"], "test": summary,
+                      "total_s": round(result["timing"]["total_s"], 2), "out": args.out}, indent=1))
+    return 0
+
+
+def _cmd_grid(args: argparse.Namespace) -> int:
+    from .experiments import run_experiment
+
+    run_experiment(args.experiment, profile=args.profile, dataset=args.dataset, model=args.model,
+                   seeds=args.seeds, device=args.device, out_dir=args.out_dir, progress=not args.quiet)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
