@@ -1,0 +1,32 @@
+# ibd-book: `make book` executes every chapter with papermill and builds the HTML book;
+# `make test` runs the unit tests, every chapter at the ci profile (checked by nbval) and the -W book build.
+PYTHON  ?= python3
+PROFILE ?= quick
+DEVICE  ?= auto
+export IBD_DATA_DIR ?= $(abspath ../shared/data)
+
+.PHONY: setup book chapters html test unit test-chapters clean
+
+setup:            ## install everything (torch 2.13.0 CPU wheel locally; Colab keeps its own torch)
+	$(PYTHON) -m pip install -q -r requirements.txt
+	$(PYTHON) -m pip install -q --no-deps -e .
+
+book: setup chapters html   ## main job: execute the chapters in place, then build the book
+
+chapters:
+	$(PYTHON) scripts/execute_chapters.py --profile $(PROFILE) --device $(DEVICE) --in-place
+
+html:
+	$(PYTHON) -m jupyter_book build . -W --keep-going -q
+
+test: setup unit test-chapters html   ## the test command (.ci/run calls it)
+
+unit:
+	$(PYTHON) -m pytest -q tests
+
+test-chapters:
+	$(PYTHON) scripts/execute_chapters.py --profile ci --device cpu --out-dir build/ci-chapters
+	$(PYTHON) -m pytest -q --nbval-lax -p no:cacheprovider build/ci-chapters
+
+clean:
+	rm -rf _build build

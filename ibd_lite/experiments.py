@@ -1,0 +1,127 @@
+"""Grids of runs for the paper's tables and figures, resumable: each run is one JSON file named
+after its config, written atomically when it finishes; a finished file is never redone.
+
+    python -m ibd_lite grid table --dataset citeulike-t --model cdae --profile quick --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .config import make_config
+from .errors import ConfigError, choice_error
+from .runner import load_result, run
+
+METRICS = ("H@50", "H@100", "N@50", "N@100")
+# Table rows (SPEC §7): (row label, method, which model of the run)
+TABLE_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("Teacher", "teacher", "teacher"), ("Student", "student", "student"),
+    ("RD", "rd", "student"), ("CD", "cd", "student"),
+    ("BD-Teacher", "bd", "teacher"), ("BD-Student", "bd", "student"),
+    ("iBD-Teacher", "ibd", "teacher"), ("iBD-Student", "ibd", "student"),
+)
+TABLE_DATASETS = ("citeulike-t", "foursquare-tky", "foursquare-nyc")
+TABLE_MODELS = ("cdae", "neumf")
+EXPERIMENTS = ("table", "ablation", "figure6", "direction")
+
+
+def run_name(cfg_dict: dict[str, Any]) -> str:
+    """Stable file name of a run: readable prefix plus a hash of the full config."""
+    h = hashlib.sha256(json.dumps(cfg_dict, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{cfg_dict['dataset']}-{cfg_dict['model']}-{cfg_dict['method']}-{cfg_dict['profile']}-s{cfg_dict['seed']}-{h}.json"
+
+
+def run_grid(configs: Iterable[dict[str, Any]], out_dir: "str | Path" = "results", progress: bool = True
+             ) -> list[dict]:
+    """Run every config (skipping finished ones) and return the results in order."""
+    cfgs = [make_config(**c).to_dict() for c in configs]
+    out_dir = Path(out_dir)
+    results = []
+    bar = tqdm(cfgs, desc="grid", disable=not progress)
+    for c in bar:
+        path = out_dir / run_name(c)
+        bar.set_postfix_str(f"{c['dataset']} {c['model']} {c['method']} seed {c['seed']}")
+        done = load_result(path)
+        if done is not None and done.get("config") == c:
+            results.append(done)
+            continue
+        results.append(run(c, path, progress=False))
+    return results
+
+
+def experiment_configs(name: str, *, profile: str = "quick", dataset: str | None = None,
+                       model: str | None = None, seeds: Sequence[int] = (0, 1, 2), device: str = "auto",
+                       **overrides: Any) -> list[dict[str, Any]]:
+    """The configs of a named experiment (see EXPERIMENTS)."""
+    base = dict(profile=profile, device=device, **overrides)
+    datasets = [dataset] if dataset else (["synthetic"] if profile == "ci" else list(TABLE_DATASETS))
+    models = [model] if model else list(TABLE_MODELS)
+    if name == "table":
+        methods = dict.fromkeys(m for _, m, _ in TABLE_ROWS)
+        return [dict(base, dataset=d, model=m, method=meth, seed=s)
+                for d in datasets for m in models for s in seeds for meth in methods]
+    if name == "ablation":
+        return [dict(base, dataset=d, model=m, seed=s, **v) for d in datasets for m in models for s in seeds
+                for v in (dict(method="bd"), dict(method="ibd", ibd_variant="no-carry"), dict(method="ibd"))]
+    if name == "direction":
+        return [dict(base, dataset=d, model=m, seed=s, method="bd", bd_direction=dirn)
+                for d in datasets for m in models for s in seeds for dirn in ("paper", "released")]
+    if name == "figure6":
+        grid = (0.1, 0.5, 0.9)
+        return [dict(base, dataset=d, model=m, seed=s, method="ibd", gamma_ts=a, gamma_st=b)
+                for d in datasets for m in models for s in seeds for a in grid for b in grid]
+    raise choice_error("experiment", name, EXPERIMENTS)
+
+
+def run_experiment(name: str, out_dir: "str | Path" = "results", progress: bool = True, **kw: Any) -> list[dict]:
+    """Run a named experiment grid (resumable) and return its results."""
+    return run_grid(experiment_configs(name, **kw), out_dir, progress)
+
+
+def table_frame(results: Sequence[dict], rows: Sequence[tuple[str, str, str]] = TABLE_ROWS) -> pd.DataFrame:
+    """Long table: one line per (dataset, model, row, seed) with the test metrics."""
+    recs = []
+    for r in results:
+        c = r["config"]
+        for label, method, role in rows:
+            if c["method"] == method and role in r["models"]:
+                recs.append({"dataset": c["dataset"], "model": c["model"], "row": label, "seed": c["seed"],
+                             **{k: r["models"][role]["test"][k] for k in METRICS if k in r["models"][role]["test"]}})
+    if not recs:
+        raise ConfigError("no results match the table rows: run the grid first")
+    return pd.DataFrame.from_records(recs)
+
+
+def summary_table(long: pd.DataFrame, decimals: int = 4) -> pd.DataFrame:
+    """Mean ± standard deviation over seeds per (dataset, model, row), in the paper's row order."""
+    metrics = [m for m in METRICS if m in long.columns]
+    g = long.groupby(["dataset", "model", "row"], sort=False)[metrics]
+    mean, std, n = g.mean(), g.std(ddof=1).fillna(0.0), g.size()
+    out = pd.DataFrame(index=mean.index)
+    for m in metrics:
+        out[m] = [f"{a:.{decimals}f} ± {b:.{decimals}f}" for a, b in zip(mean[m], std[m])]
+    out["seeds"] = n
+    return out
+
+
+def improvement(long: pd.DataFrame, base: str = "BD", new: str = "iBD") -> pd.DataFrame:
+    """Improv.BD-T / Improv.BD-S: relative change (%) of iBD over BD, on seed means."""
+    metrics = [m for m in METRICS if m in long.columns]
+    mean = long.groupby(["dataset", "model", "row"])[metrics].mean()
+    out = []
+    for side, name in (("Teacher", "T"), ("Student", "S")):
+        try:
+            a = mean.xs(f"{base}-{side}", level="row")
+            b = mean.xs(f"{new}-{side}", level="row")
+        except KeyError:
+            continue
+        out.append(((b - a) / a * 100).assign(row=f"Improv.{base}-{name} (%)"))
+    if not out:
+        raise ConfigError(f"need both {base} and {new} rows to compute the improvement")
+    return pd.concat(out).reset_index().set_index(["dataset", "model", "row"]).round(2)
