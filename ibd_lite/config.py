@@ -22,8 +22,8 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "ci": dict(dataset="synthetic", teacher_dim=32, student_dim=4, pretrain_epochs=12, epochs=12,
                refresh_every=2, rounds=4, eval_every=2, patience=100, lr=5e-3, rd_warmup=2),
     # real data, minutes on a 2-core CPU: BD's own code sizes (50 / 5)
-    "quick": dict(teacher_dim=50, student_dim=5, pretrain_epochs=60, epochs=60, refresh_every=10,
-                  rounds=10, eval_every=5, patience=4, lr=2e-3),
+    "quick": dict(teacher_dim=50, student_dim=5, pretrain_epochs=200, epochs=100, refresh_every=10,
+                  rounds=10, eval_every=10, patience=5, lr=2e-3),
     # the paper's scale (teacher 200 / student 20), meant for a GPU
     "paper": dict(teacher_dim=200, student_dim=20, pretrain_epochs=300, epochs=400, refresh_every=10,
                   rounds=10, eval_every=10, patience=5, lr=1e-3),
