@@ -269,11 +269,11 @@ class BDState:
         c = self.ctx.cfg
         P, M = c.refresh_every, c.rounds
         rnd = (epoch - 1) // P
-        if (epoch - 1) % P != 0:
-            return {}
-        if rnd > M and c.after_rounds == "bd":
+        if rnd > M and c.after_rounds == "bd":      # after the M rounds: plain BD, fresh draws every epoch
             self.sets = {}
             return self.bd_epoch(epoch)
+        if (epoch - 1) % P != 0:                    # inside a round the sets stay as they are
+            return {}
         if rnd == 0:
             r = self.do_refresh()
             self.sets = {d: self._fresh_set(d) for d in DIRS}
