@@ -3,7 +3,12 @@
 PYTHON  ?= python3
 PROFILE ?= quick
 DEVICE  ?= auto
-export IBD_DATA_DIR ?= $(abspath ../shared/data)
+# Offline copies of the datasets beside the clone are used when present; otherwise files are downloaded into data/.
+ifeq ($(IBD_DATA_DIR),)
+ifneq ($(wildcard ../shared/data/SHA256SUMS),)
+export IBD_DATA_DIR := $(abspath ../shared/data)
+endif
+endif
 
 .PHONY: setup book chapters html test unit test-chapters clean
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .download import ensure_file
+from .sparse import csr_gather
 from .errors import ConfigError, DataError, choice_error
 
 __all__ = [
@@ -134,11 +135,7 @@ class Split:
     def train_mask(self, users: Any) -> torch.Tensor:
         """Bool [len(users), n_items], True on each user's training items (for excluding them from rankings)."""
         users = torch.as_tensor(users, dtype=torch.long).reshape(-1)
-        counts = self.train_counts[users]
-        rows = torch.repeat_interleave(torch.arange(users.numel()), counts)
-        ends = counts.cumsum(0)
-        offsets = torch.arange(int(ends[-1]) if users.numel() else 0) - torch.repeat_interleave(ends - counts, counts)
-        cols = self.train_indices[torch.repeat_interleave(self.train_indptr[users], counts) + offsets]
+        rows, cols, _ = csr_gather(self.train_indptr, self.train_indices, users)
         mask = torch.zeros(users.numel(), self.n_items, dtype=torch.bool)
         mask.index_put_((rows, cols), torch.tensor(True))
         return mask

@@ -156,14 +156,14 @@ def teacher_topk(ctx: Context, teacher: Recommender, k: int, batch_users: int = 
 
 @torch.no_grad()
 def ranks_of_items(ctx: Context, model: Recommender, items: torch.Tensor, batch_users: int = 256) -> torch.Tensor:
-    """A model's 1-based rank of given items [n_users, k] among each user's unobserved items (ties: item ranks below)."""
+    """A model's 1-based rank of given items [n_users, k] among each user's unobserved items."""
     model.eval()
     out = []
     for lo in range(0, ctx.split.n_users, batch_users):
         users = torch.arange(lo, min(lo + batch_users, ctx.split.n_users), device=ctx.device)
         s = model.score_all(users).masked_fill(ctx.split.train_mask(users.cpu()).to(ctx.device), float("-inf"))
         v = s.gather(1, items[lo:lo + len(users)])                                   # [b, k]
-        out.append((s[:, None, :] > v[:, :, None]).sum(-1) + 1)                      # [b, k]
+        out.append((s[:, None, :] > v[:, :, None]).sum(-1) + 1)                      # [b, k]; ties favour the item
     return torch.cat(out)
 
 

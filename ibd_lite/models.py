@@ -21,8 +21,9 @@ ALIASES = {"bpr": "bprmf", "bpr-mf": "bprmf", "mf": "bprmf"}
 NEG_PER_POS = {"cdae": 5, "neumf": 4, "bprmf": 1}
 BD_TAU = {"cdae": 2.0, "neumf": 5.0, "bprmf": 5.0}
 BD_EPS_T = {"cdae": 1e-4, "neumf": 1e-2, "bprmf": 1e-2}
-# Memory budget (floats) for one chunk of NeuMF's [users, items, dim] hidden activations.
-_NEUMF_CHUNK_FLOATS = 1 << 25
+# Memory budget (floats) for one chunk of NeuMF's [users, items, dim] hidden activations:
+# 128 MB on the CPU, 1 GB on a GPU.
+_NEUMF_CHUNK_FLOATS = {"cpu": 1 << 25, "cuda": 1 << 28}
 
 
 def resolve_model(name: str) -> str:
@@ -145,7 +146,8 @@ class NeuMF(Recommender):
         a = self.pm(users) @ w1u.T + self.fc1.bias                   # [b, d]
         b_items = self.qm.weight @ w1i.T                             # [n_items, d]
         gmf = (self.p(users) * w_out[:d]) @ self.q.weight.T          # [b, n_items]
-        chunk = max(1, _NEUMF_CHUNK_FLOATS // (self.n_items * d))
+        budget = _NEUMF_CHUNK_FLOATS.get(users.device.type, _NEUMF_CHUNK_FLOATS["cpu"])
+        chunk = max(1, budget // (self.n_items * d))
         parts = []
         for s in range(0, len(users), chunk):
             h = F.relu(a[s:s + chunk, None, :] + b_items[None])      # [c, n_items, d]
