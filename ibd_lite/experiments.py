@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .config import make_config
 from .errors import ConfigError, choice_error
-from .runner import load_result, run
+from .runner import is_finished, load_result, run
 
 METRICS = ("H@50", "H@100", "N@50", "N@100")
 # Table rows (SPEC §7): (row label, method, which model of the run)
@@ -48,7 +48,7 @@ def run_grid(configs: Iterable[dict[str, Any]], out_dir: "str | Path" = "results
         path = out_dir / run_name(c)
         bar.set_postfix_str(f"{c['dataset']} {c['model']} {c['method']} seed {c['seed']}")
         done = load_result(path)
-        if done is not None and done.get("config") == c:
+        if is_finished(done, c):
             results.append(done)
             continue
         results.append(run(c, path, progress=False))

@@ -51,9 +51,9 @@ def role_dim(cfg: Config, role: str) -> int:
     return cfg.teacher_dim if role == "teacher" else cfg.student_dim
 
 
-def new_model(ctx: Context, role: str, seed_offset: int = 0) -> Recommender:
+def new_model(ctx: Context, role: str) -> Recommender:
     """A freshly initialised model of the role's size, seeded so that its weights do not depend on run order."""
-    seed_everything(ctx.cfg.seed * 1009 + (0 if role == "teacher" else 1) + seed_offset)
+    seed_everything(ctx.cfg.seed * 1009 + (0 if role == "teacher" else 1))
     return build_model(ctx.cfg.model, ctx.split, role_dim(ctx.cfg, role)).to(ctx.device)
 
 
@@ -115,17 +115,28 @@ def pretrain(ctx: Context, role: str) -> tuple[Recommender, dict]:
     return model, dict(report, cached=False)
 
 
-def run_alone(ctx: Context, role: str) -> dict:
-    """Method `teacher` or `student`: one model trained alone."""
+def warm_learner(ctx: Context, role: str) -> tuple[Learner, dict]:
+    """A learner starting from the role's warm-up checkpoint, which also counts as its best so far.
+
+    Every method continues from the same warm-up and gets the same `epochs` afterwards, so a model
+    trained alone, RD, CD, BD and iBD all have the same training budget and the same selection rule.
+    """
     model, rep = pretrain(ctx, role)
     learner = make_learner(ctx, role, model)
     learner.best_score, learner.best_epoch = rep["valid_best"]["N@50"], rep["best_epoch"]
+    learner.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    return learner, rep
+
+
+def run_alone(ctx: Context, role: str) -> dict:
+    """Method `teacher` or `student`: the warm-up model trained on alone for `epochs` more epochs."""
+    learner, rep = warm_learner(ctx, role)
+    res = _fit(ctx, [learner], ctx.cfg.epochs, phase=role, epoch_offset=rep["epochs_run"])
     pred = {}
-    out = {"models": {role: model_report(ctx, learner, pred)}, "history": rep["history"],
-           "pretrain": {role: _strip_history(rep)}}
-    out["timing"] = {"pretrain_s": rep["seconds_train"] + rep["seconds_eval"], "distill_s": 0.0,
-                     "predict_s": pred[role]}
-    return out
+    return {"models": {role: model_report(ctx, learner, pred)}, "history": rep["history"] + res.history,
+            "pretrain": {role: _strip_history(rep)},
+            "timing": {"pretrain_s": rep["seconds_train"] + rep["seconds_eval"],
+                       "distill_s": res.seconds_train + res.seconds_eval, "predict_s": pred[role]}}
 
 
 def _strip_history(rep: dict) -> dict:
@@ -133,12 +144,10 @@ def _strip_history(rep: dict) -> dict:
 
 
 def _frozen_teacher(ctx: Context) -> tuple[Recommender, dict, dict]:
-    teacher, rep = pretrain(ctx, "teacher")
-    for p in teacher.parameters():
+    tl, rep = warm_learner(ctx, "teacher")
+    for p in tl.model.parameters():
         p.requires_grad_(False)
-    tl = make_learner(ctx, "teacher", teacher)
-    tl.best_score, tl.best_epoch = rep["valid_best"]["N@50"], rep["best_epoch"]
-    return teacher, rep, model_report(ctx, tl)
+    return tl.model, rep, model_report(ctx, tl)
 
 
 # ---------------------------------------------------------------- RD and CD (student from scratch, teacher frozen)
@@ -172,8 +181,8 @@ def run_rd(ctx: Context) -> dict:
     c = ctx.cfg
     teacher, t_rep, t_report = _frozen_teacher(ctx)
     top = teacher_topk(ctx, teacher, c.rd_k)                                        # [n_users, K]
-    student = new_model(ctx, "student", seed_offset=11)
-    sl = make_learner(ctx, "student", student)
+    sl, s_rep = warm_learner(ctx, "student")
+    student = sl.model
     indptr = torch.arange(0, (ctx.split.n_users + 1) * c.rd_k, c.rd_k, device=ctx.device)
     ones = torch.ones(top.numel(), device=ctx.device)
 
@@ -185,16 +194,17 @@ def run_rd(ctx: Context) -> dict:
         sl.kd = KDPairs(indptr, top.reshape(-1), coef=c.rd_alpha, target=ones, weight=w.reshape(-1))
         return {"rd_discrepancy": use_b}
 
-    res = _fit(ctx, [sl], c.epochs, phase="rd student", on_epoch_start=on_epoch)
-    return _ud_result(ctx, sl, t_rep, t_report, res)
+    seed_everything(c.seed * 1009 + 5)
+    res = _fit(ctx, [sl], c.epochs, phase="rd student", on_epoch_start=on_epoch, epoch_offset=s_rep["epochs_run"])
+    return _ud_result(ctx, sl, t_rep, s_rep, t_report, res)
 
 
 def run_cd(ctx: Context) -> dict:
     """Collaborative distillation: the teacher's soft labels on items drawn by rank-aware sampling."""
     c = ctx.cfg
     teacher, t_rep, t_report = _frozen_teacher(ctx)
-    student = new_model(ctx, "student", seed_offset=13)
-    sl = make_learner(ctx, "student", student)
+    sl, s_rep = warm_learner(ctx, "student")
+    student = sl.model
     n_u = c.kd_per_pos * ctx.split.train_counts.to(ctx.device)
     depth = min(ctx.split.n_items - int(ctx.split.train_counts.max()), max(1, math.ceil(30 * c.cd_mu)))
     probs = cd_probabilities(torch.arange(1, depth + 1, device=ctx.device)[None, :], c.cd_mu)[0]   # [depth]
@@ -212,15 +222,17 @@ def run_cd(ctx: Context) -> dict:
         sl.kd = KDPairs(counts_to_indptr(n_u), items, coef=c.cd_lambda, target=q)
         return {}
 
-    res = _fit(ctx, [sl], c.epochs, phase="cd student", on_epoch_start=on_epoch)
-    return _ud_result(ctx, sl, t_rep, t_report, res)
+    seed_everything(c.seed * 1009 + 6)
+    res = _fit(ctx, [sl], c.epochs, phase="cd student", on_epoch_start=on_epoch, epoch_offset=s_rep["epochs_run"])
+    return _ud_result(ctx, sl, t_rep, s_rep, t_report, res)
 
 
-def _ud_result(ctx: Context, sl: Learner, t_rep: dict, t_report: dict, res: FitResult) -> dict:
+def _ud_result(ctx: Context, sl: Learner, t_rep: dict, s_rep: dict, t_report: dict, res: FitResult) -> dict:
     pred = {}
     return {"models": {"student": model_report(ctx, sl, pred), "teacher": t_report},
-            "history": res.history, "pretrain": {"teacher": _strip_history(t_rep)},
-            "timing": {"pretrain_s": t_rep["seconds_train"] + t_rep["seconds_eval"],
+            "history": res.history,
+            "pretrain": {"teacher": _strip_history(t_rep), "student": _strip_history(s_rep)},
+            "timing": {"pretrain_s": sum(r["seconds_train"] + r["seconds_eval"] for r in (t_rep, s_rep)),
                        "distill_s": res.seconds_train + res.seconds_eval, "predict_s": pred["student"]}}
 
 
@@ -321,14 +333,15 @@ class BDState:
 def run_bd(ctx: Context, improved: bool = False) -> dict:
     """BD (or iBD when `improved`): warm-up both models alone, then distil both ways at once."""
     c = ctx.cfg
-    teacher, t_rep = pretrain(ctx, "teacher")
-    student, s_rep = pretrain(ctx, "student")
-    tl, sl = make_learner(ctx, "teacher", teacher), make_learner(ctx, "student", student)
+    tl, t_rep = warm_learner(ctx, "teacher")
+    sl, s_rep = warm_learner(ctx, "student")
+    teacher, student = tl.model, sl.model
     warm = {"teacher": evaluate(teacher, ctx.split, "test", c.ks), "student": evaluate(student, ctx.split, "test", c.ks)}
     state = BDState(ctx, teacher, student, tl, sl)
     seed_everything(c.seed * 1009 + 7)
     hook = state.ibd_epoch if improved else state.bd_epoch
-    res = _fit(ctx, [tl, sl], c.epochs, phase="ibd" if improved else "bd", on_epoch_start=hook, track_test=True)
+    res = _fit(ctx, [tl, sl], c.epochs, phase="ibd" if improved else "bd", on_epoch_start=hook, track_test=True,
+               epoch_offset=max(t_rep["epochs_run"], s_rep["epochs_run"]))
     pred = {}
     out = {"models": {"teacher": model_report(ctx, tl, pred), "student": model_report(ctx, sl, pred)},
            "history": res.history,

@@ -19,6 +19,9 @@ from .methods import Context, run_alone, run_bd, run_cd, run_rd, seed_everything
 from .provenance import REPO, provenance
 from .sampling import UnobservedSampler
 
+# Bumped whenever the training protocol changes what a config's result means; older files are redone.
+RESULT_SCHEMA = 2
+
 
 def default_cache_dir() -> Path:
     """Pre-trained checkpoints: $IBD_CACHE_DIR, else .cache/ibd_lite in the repository."""
@@ -35,7 +38,7 @@ def run(config: "Config | dict[str, Any] | None" = None, out: "str | Path | None
     cfg = _to_config(config, overrides)
     if out is not None and not force:
         done = load_result(out)
-        if done is not None and done.get("config") == cfg.to_dict():
+        if is_finished(done, cfg.to_dict()):
             return done
     t0 = time.perf_counter()
     split = load_split(cfg.dataset, cfg.data_dir, cfg.min_user_interactions, seed=cfg.seed)
@@ -56,7 +59,7 @@ def run(config: "Config | dict[str, Any] | None" = None, out: "str | Path | None
         body = run_cd(ctx)
     else:
         body = run_bd(ctx, improved=cfg.method == "ibd")
-    result = {"config": cfg.to_dict(), "dataset": split.summary(), **body,
+    result = {"schema": RESULT_SCHEMA, "config": cfg.to_dict(), "dataset": split.summary(), **body,
               "provenance": provenance(device)}
     result["timing"]["total_s"] = time.perf_counter() - t0
     if out is not None:
@@ -89,6 +92,11 @@ def write_json(path: "str | Path", obj: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def is_finished(result: dict | None, config: dict) -> bool:
+    """Is `result` a finished run of exactly this config under the current protocol?"""
+    return result is not None and result.get("schema") == RESULT_SCHEMA and result.get("config") == config
 
 
 def load_result(path: "str | Path") -> dict | None:
