@@ -129,6 +129,9 @@ class Config:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is out of range: it must be >= 0")
         if not self.ks or any(k < 1 for k in self.ks):
             raise ConfigError(f"ks={self.ks!r} is out of range: each K must be an integer >= 1")
+        if 50 not in self.ks:
+            raise ConfigError(f"ks={list(self.ks)} must include 50: model selection and early stopping use "
+                              "validation N@50 (e.g. --ks 10 50 100)")
         if self.student_dim > self.teacher_dim:
             raise ConfigError(f"student_dim={self.student_dim} is larger than teacher_dim={self.teacher_dim}: "
                               "the student must be the smaller model")

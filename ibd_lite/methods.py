@@ -131,6 +131,7 @@ def warm_learner(ctx: Context, role: str) -> tuple[Learner, dict]:
 def run_alone(ctx: Context, role: str) -> dict:
     """Method `teacher` or `student`: the warm-up model trained on alone for `epochs` more epochs."""
     learner, rep = warm_learner(ctx, role)
+    seed_everything(ctx.cfg.seed * 1009 + 4)   # the same draws whether the warm-up was trained or loaded
     res = _fit(ctx, [learner], ctx.cfg.epochs, phase=role, epoch_offset=rep["epochs_run"])
     pred = {}
     return {"models": {role: model_report(ctx, learner, pred)}, "history": rep["history"] + res.history,
@@ -153,13 +154,16 @@ def _frozen_teacher(ctx: Context) -> tuple[Recommender, dict, dict]:
 # ---------------------------------------------------------------- RD and CD (student from scratch, teacher frozen)
 
 @torch.no_grad()
-def teacher_topk(ctx: Context, teacher: Recommender, k: int, batch_users: int = 512) -> torch.Tensor:
-    """The teacher's top-k unobserved items per user -> [n_users, k] (rank order)."""
+def top_items(ctx: Context, model: Recommender, k: int, batch_users: int = 512) -> torch.Tensor:
+    """A model's top-k unobserved items per user -> [n_users, k] (rank order), scored in eval mode."""
+    was_training = model.training
+    model.eval()
     out = []
     for lo in range(0, ctx.split.n_users, batch_users):
         users = torch.arange(lo, min(lo + batch_users, ctx.split.n_users), device=ctx.device)
-        s = teacher.score_all(users).masked_fill(ctx.split.train_mask(users.cpu()).to(ctx.device), float("-inf"))
+        s = model.score_all(users).masked_fill(ctx.split.train_mask(users.cpu()).to(ctx.device), float("-inf"))
         out.append(torch.topk(s, k, dim=1).indices)
+    model.train(was_training)
     return torch.cat(out)
 
 
@@ -180,7 +184,7 @@ def run_rd(ctx: Context) -> dict:
     """Ranking distillation: the teacher's top-K items as weighted extra positives of the student."""
     c = ctx.cfg
     teacher, t_rep, t_report = _frozen_teacher(ctx)
-    top = teacher_topk(ctx, teacher, c.rd_k)                                        # [n_users, K]
+    top = top_items(ctx, teacher, c.rd_k)                                        # [n_users, K]
     sl, s_rep = warm_learner(ctx, "student")
     student = sl.model
     indptr = torch.arange(0, (ctx.split.n_users + 1) * c.rd_k, c.rd_k, device=ctx.device)
@@ -208,10 +212,10 @@ def run_cd(ctx: Context) -> dict:
     n_u = c.kd_per_pos * ctx.split.train_counts.to(ctx.device)
     depth = min(ctx.split.n_items - int(ctx.split.train_counts.max()), max(1, math.ceil(30 * c.cd_mu)))
     probs = cd_probabilities(torch.arange(1, depth + 1, device=ctx.device)[None, :], c.cd_mu)[0]   # [depth]
-    fixed_top = teacher_topk(ctx, teacher, depth) if c.cd_guide == "teacher" else None
+    fixed_top = top_items(ctx, teacher, depth) if c.cd_guide == "teacher" else None
 
     def on_epoch(epoch: int) -> dict:
-        guide_top = fixed_top if fixed_top is not None else teacher_topk(ctx, student, depth)   # [n_users, depth]
+        guide_top = fixed_top if fixed_top is not None else top_items(ctx, student, depth)   # [n_users, depth]
         pos = torch.multinomial(probs, int(n_u.sum()), replacement=True)                      # rank positions
         users = torch.repeat_interleave(torch.arange(ctx.split.n_users, device=ctx.device), n_u)
         items = guide_top[users, pos]

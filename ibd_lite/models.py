@@ -72,8 +72,8 @@ class Recommender(nn.Module):
         return pointwise_bce(pos, neg)
 
     def n_params(self) -> int:
-        """Number of trainable parameters."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+        """Number of parameters (frozen ones included: a frozen teacher keeps its size)."""
+        return sum(p.numel() for p in self.parameters())
 
 
 class CDAE(Recommender):

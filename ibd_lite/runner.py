@@ -20,7 +20,7 @@ from .provenance import REPO, provenance
 from .sampling import UnobservedSampler
 
 # Bumped whenever the training protocol changes what a config's result means; older files are redone.
-RESULT_SCHEMA = 2
+RESULT_SCHEMA = 3
 
 
 def default_cache_dir() -> Path:
