@@ -59,7 +59,7 @@ def ranks_from_scores(scores: torch.Tensor, observed: torch.Tensor) -> torch.Ten
 
     scores [b, n] float, observed [b, n] bool -> int32 [b, n]. Ties are broken arbitrarily.
     """
-    s = scores.float().masked_fill(observed, float("-inf"))
+    s = scores.detach().float().masked_fill(observed, float("-inf"))
     b, n = s.shape
     if s.is_cuda:
         order = torch.argsort(s, dim=1, descending=True)

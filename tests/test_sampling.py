@@ -227,3 +227,19 @@ def test_cd_probabilities_exact():
     e10 = [1.0, math.exp(-1), math.exp(-2)]
     assert p10[0].tolist() == pytest.approx([x / sum(e10) for x in e10], rel=1e-6)
     assert p10[1].tolist() == pytest.approx([1 / 3] * 3)
+
+
+def test_ranks_of_items_match_full_rank_matrix(synthetic_split):
+    """RD's student ranks of the teacher's items equal the full rank matrix read at those items."""
+    from ibd_lite.config import make_config
+    from ibd_lite.methods import Context, new_model, ranks_of_items, top_items
+    from ibd_lite.sampling import UnobservedSampler, rank_matrix
+
+    cfg = make_config(profile="ci", method="rd")
+    ctx = Context(cfg, synthetic_split, torch.device("cpu"), UnobservedSampler(synthetic_split), progress=False)
+    teacher, student = new_model(ctx, "teacher"), new_model(ctx, "student")
+    top = top_items(ctx, teacher, 10)
+    got = ranks_of_items(ctx, student, top)
+    student.eval()
+    full = rank_matrix(student.score_all, synthetic_split)
+    assert torch.equal(got, full.gather(1, top).long())
