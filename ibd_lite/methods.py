@@ -152,39 +152,40 @@ def _frozen_teacher(ctx: Context) -> tuple[Recommender, dict, dict]:
     return tl.model, rep, model_report(ctx, tl)
 
 
-# ---------------------------------------------------------------- RD and CD (student from scratch, teacher frozen)
+# ---------------------------------------------------------------- RD and CD (teacher frozen, student from its warm-up)
 
-@torch.no_grad()
-def top_items(ctx: Context, model: Recommender, k: int, batch_users: int = 512) -> torch.Tensor:
-    """A model's top-k unobserved items per user -> [n_users, k] (rank order), scored in eval mode."""
+def unobserved_scores(ctx: Context, model: Recommender, batch_users: int = 512):
+    """Yield (first user, scores [b, n_items]) per user batch, in eval mode, training items at -inf.
+
+    The model's train/eval mode is restored when the iteration ends.
+    """
     was_training = model.training
     model.eval()
-    out = []
-    for lo in range(0, ctx.split.n_users, batch_users):
-        users = torch.arange(lo, min(lo + batch_users, ctx.split.n_users), device=ctx.device)
-        s = model.score_all(users).masked_fill(ctx.split.train_mask(users.cpu()).to(ctx.device), float("-inf"))
-        out.append(torch.topk(s, k, dim=1).indices)
-    model.train(was_training)
-    return torch.cat(out)
+    try:
+        for lo in range(0, ctx.split.n_users, batch_users):
+            users = torch.arange(lo, min(lo + batch_users, ctx.split.n_users), device=ctx.device)
+            with torch.no_grad():
+                s = model.score_all(users)
+            yield lo, s.masked_fill(ctx.split.train_mask(users.cpu()).to(ctx.device), float("-inf"))
+    finally:
+        model.train(was_training)
 
 
-@torch.no_grad()
+def top_items(ctx: Context, model: Recommender, k: int, batch_users: int = 512) -> torch.Tensor:
+    """A model's top-k unobserved items per user -> [n_users, k] (rank order)."""
+    return torch.cat([torch.topk(s, k, dim=1).indices for _, s in unobserved_scores(ctx, model, batch_users)])
+
+
 def ranks_of_items(ctx: Context, model: Recommender, items: torch.Tensor, batch_users: int = 512) -> torch.Tensor:
     """A model's 1-based rank of given items [n_users, k] among each user's unobserved items.
 
     rank = 1 + #{unobserved j: s_j > s_item}, read off each user's sorted scores with a binary search.
     """
-    was_training = model.training
-    model.eval()
     out = []
-    for lo in range(0, ctx.split.n_users, batch_users):
-        users = torch.arange(lo, min(lo + batch_users, ctx.split.n_users), device=ctx.device)
-        s = model.score_all(users).masked_fill(ctx.split.train_mask(users.cpu()).to(ctx.device), float("-inf"))
-        v = s.gather(1, items[lo:lo + len(users)])                                   # [b, k]
-        ascending = sort_rows(s)                                                     # [b, n_items]
-        not_above = torch.searchsorted(ascending, v.contiguous(), right=True)        # #{j: s_j <= s_item}
+    for lo, s in unobserved_scores(ctx, model, batch_users):
+        v = s.gather(1, items[lo:lo + len(s)])                                      # [b, k]
+        not_above = torch.searchsorted(sort_rows(s), v.contiguous(), right=True)    # #{j: s_j <= s_item}
         out.append(s.shape[1] - not_above + 1)
-    model.train(was_training)
     return torch.cat(out)
 
 
