@@ -22,7 +22,7 @@ chapters:
 	$(PYTHON) scripts/execute_chapters.py --profile $(PROFILE) --device $(DEVICE) --in-place
 
 html:
-	$(PYTHON) -m jupyter_book build . -W --keep-going -q
+	$(PYTHON) -c "from jupyter_book.cli.main import main; main()" build . -W --keep-going -q
 
 test: setup unit test-chapters html   ## the test command (.ci/run calls it)
 
