@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="auto")
     g.add_argument("--out-dir", default="results")
     g.add_argument("--quiet", action="store_true")
+    rep = sub.add_parser("report", help="print the paper-style table (mean ± sd over seeds) of finished runs")
+    rep.add_argument("results_dir", nargs="?", default="results/quick")
     return parser
 
 
@@ -71,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _cmd_run(args)
+        if args.command == "report":
+            return _cmd_report(args)
         return _cmd_grid(args)
     except IBDError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -91,6 +95,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     summary = {name: m["test"] for name, m in result["models"].items()}
     print(json.dumps({"method": result["config"]["method"], "test": summary,
                       "total_s": round(result["timing"]["total_s"], 2), "out": args.out}, indent=1))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .experiments import improvement, load_results, summary_table, table_frame
+
+    results = load_results(args.results_dir)
+    long = table_frame(results)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(summary_table(long))
+        try:
+            print(improvement(long))
+        except IBDError:
+            pass
     return 0
 
 

@@ -84,6 +84,21 @@ def run_experiment(name: str, out_dir: "str | Path" = "results", progress: bool 
     return run_grid(experiment_configs(name, **kw), out_dir, progress)
 
 
+def load_results(results_dir: "str | Path", ibd_variant: str = "full", bd_direction: str = "paper") -> list[dict]:
+    """Every finished result in a folder, keeping the default variants (what the paper's tables show)."""
+    out = []
+    for path in sorted(Path(results_dir).glob("*.json")):
+        r = load_result(path)
+        if r is None or "config" not in r:
+            continue
+        c = r["config"]
+        if c.get("ibd_variant", "full") == ibd_variant and c.get("bd_direction", "paper") == bd_direction:
+            out.append(r)
+    if not out:
+        raise ConfigError(f"no finished results in {results_dir}: run `python -m ibd_lite grid table ...` first")
+    return out
+
+
 def table_frame(results: Sequence[dict], rows: Sequence[tuple[str, str, str]] = TABLE_ROWS) -> pd.DataFrame:
     """Long table: one line per (dataset, model, row, seed) with the test metrics."""
     recs = []
@@ -95,13 +110,15 @@ def table_frame(results: Sequence[dict], rows: Sequence[tuple[str, str, str]] = 
                              **{k: r["models"][role]["test"][k] for k in METRICS if k in r["models"][role]["test"]}})
     if not recs:
         raise ConfigError("no results match the table rows: run the grid first")
-    return pd.DataFrame.from_records(recs)
+    long = pd.DataFrame.from_records(recs)
+    long["row"] = pd.Categorical(long["row"], [label for label, _, _ in rows], ordered=True)
+    return long.sort_values(["dataset", "model", "row", "seed"], kind="stable").reset_index(drop=True)
 
 
 def summary_table(long: pd.DataFrame, decimals: int = 4) -> pd.DataFrame:
     """Mean ± standard deviation over seeds per (dataset, model, row), in the paper's row order."""
     metrics = [m for m in METRICS if m in long.columns]
-    g = long.groupby(["dataset", "model", "row"], sort=False)[metrics]
+    g = long.groupby(["dataset", "model", "row"], sort=False, observed=True)[metrics]
     mean, std, n = g.mean(), g.std(ddof=1).fillna(0.0), g.size()
     out = pd.DataFrame(index=mean.index)
     for m in metrics:
@@ -113,7 +130,7 @@ def summary_table(long: pd.DataFrame, decimals: int = 4) -> pd.DataFrame:
 def improvement(long: pd.DataFrame, base: str = "BD", new: str = "iBD") -> pd.DataFrame:
     """Improv.BD-T / Improv.BD-S: relative change (%) of iBD over BD, on seed means."""
     metrics = [m for m in METRICS if m in long.columns]
-    mean = long.groupby(["dataset", "model", "row"])[metrics].mean()
+    mean = long.groupby(["dataset", "model", "row"], observed=True)[metrics].mean()
     out = []
     for side, name in (("Teacher", "T"), ("Student", "S")):
         try:
