@@ -40,8 +40,13 @@ def device_name(device: "torch.device | str") -> str:
     return f"{cpu} ({torch.get_num_threads()} threads)"
 
 
+# The commit of the code this process imported: a long grid keeps running the code it started
+# with even if HEAD moves on meanwhile, so that is the commit a result must name.
+_LOADED = git_commit()
+
+
 def provenance(device: "torch.device | str" = "cpu") -> dict:
-    """A dict to store beside every result and at the end of every chapter."""
-    return {**git_commit(), "torch": torch.__version__, "python": platform.python_version(),
+    """A dict to store beside every result and at the end of every chapter (commit = the loaded code)."""
+    return {**_LOADED, "torch": torch.__version__, "python": platform.python_version(),
             "device": str(device), "device_name": device_name(device),
             "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
