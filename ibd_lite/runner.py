@@ -87,7 +87,8 @@ def write_json(path: "str | Path", obj: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, default=_json_default)
+            json.dump(obj, f, separators=(",", ":"), default=_json_default)   # compact: per-user logs are long
+        os.chmod(tmp, 0o644)              # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
