@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .models import Recommender
+from .models import Recommender, eval_mode
 from .sampling import CdfSampler, bd_weights, ranks_from_scores
-from .sparse import counts_to_indptr
+from .sparse import counts_to_indptr, indptr_to_rows
 
 DIRS = ("ts", "st")   # T→S: the student receives; S→T: the teacher receives
 
@@ -36,7 +36,6 @@ def refresh(teacher: Recommender, student: Recommender, split, *, eps_t: float, 
     `queries` maps a direction to (users, items) pairs, sorted by user, whose teacher and student
     ranks are needed (iBD's feedback check).
     """
-    teacher.eval(); student.eval()
     n_u, n_i = split.n_users, split.n_items
     cdf = {d: torch.empty((n_u, n_i), dtype=torch.float32, device=device) for d in DIRS}
     overlap = torch.empty(n_u, device=device)
@@ -45,25 +44,25 @@ def refresh(teacher: Recommender, student: Recommender, split, *, eps_t: float, 
     q_out = {d: (torch.empty(len(u), dtype=torch.int32, device=device),
                  torch.empty(len(u), dtype=torch.int32, device=device)) for d, (u, _) in queries.items()}
     n = min(top_n, n_i)
-    for lo in range(0, n_u, batch_users):
-        users = torch.arange(lo, min(lo + batch_users, n_u), device=device)
-        observed = split.train_mask(users.cpu()).to(device)
-        r_t = ranks_from_scores(teacher.score_all(users), observed).to(device)     # [b, n_items] int32
-        r_s = ranks_from_scores(student.score_all(users), observed).to(device)
-        w_ts, w_st = bd_weights(r_t, r_s, ~observed, eps_t, eps_e, direction)
-        cdf["ts"][lo:lo + len(users)] = w_ts.cumsum_(1)
-        cdf["st"][lo:lo + len(users)] = w_st.cumsum_(1)
-        in_t, in_s = r_t <= n, r_s <= n
-        overlap[lo:lo + len(users)] = (in_t & in_s).sum(1).float() / n
-        if keep_lists:
-            lists["T"][lo:lo + len(users)] = torch.topk(-r_t, n, dim=1).indices
-            lists["S"][lo:lo + len(users)] = torch.topk(-r_s, n, dim=1).indices
-        for d, (qu, qi) in queries.items():
-            a, b = torch.searchsorted(qu, torch.tensor([lo, lo + len(users)], device=qu.device)).tolist()
-            if b > a:
-                rows = qu[a:b] - lo
-                q_out[d][0][a:b] = r_t[rows, qi[a:b]]
-                q_out[d][1][a:b] = r_s[rows, qi[a:b]]
+    with eval_mode(teacher, student):
+        for lo in range(0, n_u, batch_users):
+            users = torch.arange(lo, min(lo + batch_users, n_u), device=device)
+            observed = split.train_mask(users.cpu()).to(device)
+            r_t = ranks_from_scores(teacher.score_all(users), observed).to(device)     # [b, n_items] int32
+            r_s = ranks_from_scores(student.score_all(users), observed).to(device)
+            w_ts, w_st = bd_weights(r_t, r_s, ~observed, eps_t, eps_e, direction)
+            cdf["ts"][lo:lo + len(users)] = w_ts.cumsum_(1)
+            cdf["st"][lo:lo + len(users)] = w_st.cumsum_(1)
+            overlap[lo:lo + len(users)] = ((r_t <= n) & (r_s <= n)).sum(1).float() / n
+            if keep_lists:
+                lists["T"][lo:lo + len(users)] = torch.topk(-r_t, n, dim=1).indices
+                lists["S"][lo:lo + len(users)] = torch.topk(-r_s, n, dim=1).indices
+            for d, (qu, qi) in queries.items():
+                a, b = torch.searchsorted(qu, torch.tensor([lo, lo + len(users)], device=qu.device)).tolist()
+                if b > a:
+                    rows = qu[a:b] - lo
+                    q_out[d][0][a:b] = r_t[rows, qi[a:b]]
+                    q_out[d][1][a:b] = r_s[rows, qi[a:b]]
     samplers = {d: CdfSampler(cdf[d], is_cdf=True) for d in DIRS}
     return Refresh(samplers, overlap, lists, q_out)
 
@@ -122,7 +121,7 @@ def build_round_set(carried_users: torch.Tensor, carried_items: torch.Tensor, ca
     cu, ci, cs = cu[keep], ci[keep], cs[keep] + 1
     kept = torch.bincount(cu, minlength=n_users)
     indptr, fresh = sampler.sample(n_u - kept)
-    fu = torch.repeat_interleave(torch.arange(n_users, device=fresh.device), indptr[1:] - indptr[:-1])
+    fu = indptr_to_rows(indptr)
     users = torch.cat([cu, fu])
     items = torch.cat([ci, fresh])
     streak = torch.cat([cs, torch.zeros_like(fresh)])

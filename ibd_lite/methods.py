@@ -20,9 +20,9 @@ import torch
 from .bd import DIRS, RoundSet, build_round_set, feedback, refresh
 from .config import Config
 from .metrics import evaluate
-from .models import Recommender, build_model
-from .sampling import UnobservedSampler, cd_probabilities, ranks_from_scores, rd_weights
-from .sparse import counts_to_indptr
+from .models import Recommender, build_model, eval_mode
+from .sampling import UnobservedSampler, cd_probabilities, rd_weights
+from .sparse import counts_to_indptr, indptr_to_rows
 from .train import FitResult, KDPairs, Learner, fit
 
 ROLES = ("teacher", "student")
@@ -125,7 +125,7 @@ def warm_learner(ctx: Context, role: str) -> tuple[Learner, dict]:
     model, rep = pretrain(ctx, role)
     learner = make_learner(ctx, role, model)
     learner.best_score, learner.best_epoch = rep["valid_best"]["N@50"], rep["best_epoch"]
-    learner.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    learner.snapshot()
     return learner, rep
 
 
@@ -159,16 +159,12 @@ def unobserved_scores(ctx: Context, model: Recommender, batch_users: int = 512):
 
     The model's train/eval mode is restored when the iteration ends.
     """
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for lo in range(0, ctx.split.n_users, batch_users):
             users = torch.arange(lo, min(lo + batch_users, ctx.split.n_users), device=ctx.device)
             with torch.no_grad():
                 s = model.score_all(users)
             yield lo, s.masked_fill(ctx.split.train_mask(users.cpu()).to(ctx.device), float("-inf"))
-    finally:
-        model.train(was_training)
 
 
 def top_items(ctx: Context, model: Recommender, k: int, batch_users: int = 512) -> torch.Tensor:
@@ -210,7 +206,6 @@ def run_rd(ctx: Context) -> dict:
         use_b = epoch > c.rd_warmup
         w = rd_weights(ranks_of_items(ctx, student, top), c.rd_lambda, c.rd_mu, use_discrepancy=use_b) \
             if use_b else rd_weights(top.new_ones(top.shape), c.rd_lambda, c.rd_mu, use_discrepancy=False)
-        student.train()
         sl.kd = KDPairs(indptr, top.reshape(-1), coef=c.rd_alpha, target=ones, weight=w.reshape(-1))
         return {"rd_discrepancy": use_b}
 
@@ -235,10 +230,8 @@ def run_cd(ctx: Context) -> dict:
         pos = torch.multinomial(probs, int(n_u.sum()), replacement=True)                      # rank positions
         users = torch.repeat_interleave(torch.arange(ctx.split.n_users, device=ctx.device), n_u)
         items = guide_top[users, pos]
-        with torch.no_grad():
-            teacher.eval()
+        with torch.no_grad(), eval_mode(teacher):
             q = torch.sigmoid(teacher.pair_logits(users, items) / c.cd_tau)
-        student.train()
         sl.kd = KDPairs(counts_to_indptr(n_u), items, coef=c.cd_lambda, target=q)
         return {}
 
@@ -284,7 +277,6 @@ class BDState:
         c = self.ctx.cfg
         self.sl.kd = KDPairs(pairs["ts"][0], pairs["ts"][1], coef=c.gamma_ts, giver=self.teacher, tau=c.tau)
         self.tl.kd = KDPairs(pairs["st"][0], pairs["st"][1], coef=c.gamma_st, giver=self.student, tau=c.tau)
-        self.teacher.train(); self.student.train()
 
     def bd_epoch(self, epoch: int) -> dict:
         """Plain BD: refresh every P epochs, draw fresh D_u every epoch."""
@@ -329,8 +321,7 @@ class BDState:
 
     def _fresh_set(self, d: str) -> RoundSet:
         indptr, items = self.samplers[d].sample(self.n_u)
-        users = torch.repeat_interleave(torch.arange(len(self.n_u), device=items.device), indptr[1:] - indptr[:-1])
-        return RoundSet(users, items, torch.zeros_like(items))
+        return RoundSet(indptr_to_rows(indptr), items, torch.zeros_like(items))
 
     def _log_round(self, rnd: int, r, fb, new_sets=None) -> None:
         n_users = self.ctx.split.n_users

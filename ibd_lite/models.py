@@ -7,6 +7,9 @@ collaborative-filtering loss on positive logits [n] and negative logits [n, k], 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,6 +45,19 @@ def pointwise_bce(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
 def bpr_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     """Σ −log σ(s_pos − s_neg) over each positive's negatives (BPR-MF)."""
     return F.softplus(-(pos.unsqueeze(-1) - neg)).sum()
+
+
+@contextmanager
+def eval_mode(*models: nn.Module) -> Iterator[None]:
+    """Run a block with the models in eval mode (no dropout), restoring each one's mode after."""
+    modes = [m.training for m in models]
+    for m in models:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(models, modes):
+            m.train(mode)
 
 
 def rows(emb: nn.Embedding, idx: torch.Tensor) -> torch.Tensor:

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .metrics import evaluate
-from .models import Recommender
+from .models import Recommender, eval_mode
 from .sampling import UnobservedSampler
-from .sparse import csr_gather
+from .sparse import csr_gather, csr_positions, indptr_to_rows
 
 SELECT_METRIC = "N@50"
 
@@ -37,8 +37,7 @@ class KDPairs:
     tau: float = 1.0
 
     def __post_init__(self) -> None:
-        counts = self.indptr[1:] - self.indptr[:-1]
-        self.users = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
+        self.users = indptr_to_rows(self.indptr)                 # [m] user of each pair
 
     @property
     def size(self) -> int:
@@ -74,10 +73,14 @@ class Learner:
         score = metrics[SELECT_METRIC] if SELECT_METRIC in metrics else next(iter(metrics.values()))
         if score > self.best_score:
             self.best_score, self.best_epoch, self.bad_evals = score, epoch, 0
-            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            self.snapshot()
             return True
         self.bad_evals += 1
         return False
+
+    def snapshot(self) -> None:
+        """Keep a CPU copy of the current weights as the best ones."""
+        self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
 
     def restore_best(self) -> None:
         """Load the best validated weights back into the model."""
@@ -103,17 +106,14 @@ def _kd_step_pairs(kd: KDPairs | None, unit: str, batch: torch.Tensor, chunks, s
     if kd is None or kd.size == 0:
         return None
     if unit == "user":
-        _, idx, _ = csr_gather(kd.indptr, torch.arange(kd.size, device=batch.device), batch)
-        return idx
+        return csr_positions(kd.indptr, batch)[1]
     return chunks[step]
 
 
 @torch.no_grad()
 def _giver_targets(kd: KDPairs, idx: torch.Tensor) -> torch.Tensor:
-    was_training = kd.giver.training
-    kd.giver.eval()
-    logits = kd.giver.pair_logits(kd.users[idx], kd.items[idx])
-    kd.giver.train(was_training)
+    with eval_mode(kd.giver):
+        logits = kd.giver.pair_logits(kd.users[idx], kd.items[idx])
     return torch.sigmoid(logits / kd.tau)
 
 
