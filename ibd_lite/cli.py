@@ -63,8 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="auto")
     g.add_argument("--out-dir", default="results")
     g.add_argument("--quiet", action="store_true")
-    rep = sub.add_parser("report", help="print the paper-style table (mean ± sd over seeds) of finished runs")
-    rep.add_argument("results_dir", nargs="?", default="results/quick")
+    rep = sub.add_parser("report", help="the paper-style tables (mean ± sd over seeds) of finished runs, with "
+                                        "paired 95%% confidence intervals and the commits behind every row")
+    rep.add_argument("results_dir", nargs="?", default="results/converged")
+    rep.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples (default 10000)")
+    t = sub.add_parser("tune", help="choose each role's learning rate (then weight decay) on validation "
+                                    "and store the choice in results/tuned.json")
+    t.add_argument("--dataset", default="citeulike-t")
+    t.add_argument("--model", default="cdae")
+    t.add_argument("--profile", default="converged", help=_HELP["profile"])
+    t.add_argument("--epochs", type=int, default=None, help="budget per candidate (default: the profile's warm-up)")
+    t.add_argument("--lrs", type=float, nargs="+", default=None, help="default 1e-5 1e-4 1e-3 2e-3")
+    t.add_argument("--wds", type=float, nargs="+", default=None, help="default 1e-6 1e-5 1e-4")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--quiet", action="store_true")
     return parser
 
 
@@ -75,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_run(args)
         if args.command == "report":
             return _cmd_report(args)
+        if args.command == "tune":
+            return _cmd_tune(args)
         return _cmd_grid(args)
     except IBDError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -99,18 +113,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    import pandas as pd
+    from .report import render
 
-    from .experiments import improvement, load_results, summary_table, table_frame
+    print(render(args.results_dir, n_boot=args.n_boot))
+    return 0
 
-    results = load_results(args.results_dir)
-    long = table_frame(results)
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(summary_table(long))
-        try:
-            print(improvement(long))
-        except IBDError:
-            pass
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from .tuning import LR_GRID, WD_GRID, save_tuned, tune
+
+    rec = tune(args.dataset, args.model, args.profile, epochs=args.epochs, lrs=args.lrs or LR_GRID,
+               wds=args.wds or WD_GRID, device=args.device, progress=not args.quiet)
+    print(json.dumps(save_tuned(rec), indent=1))
     return 0
 
 

@@ -22,7 +22,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "ci": dict(dataset="synthetic", teacher_dim=32, student_dim=4, pretrain_epochs=12, epochs=12,
                refresh_every=2, rounds=4, eval_every=2, patience=100, lr=5e-3, rd_warmup=2),
     # real data, minutes on a 2-core CPU: BD's own code sizes (50 / 5)
-    "quick": dict(teacher_dim=50, student_dim=5, pretrain_epochs=200, epochs=100, refresh_every=10,
+    "quick": dict(teacher_dim=50, student_dim=5, pretrain_epochs=200, epochs=120, refresh_every=10,
                   rounds=10, eval_every=10, patience=5, lr=2e-3),
     # the book's tables on a CPU: BD's code sizes (50 / 5), budgets sized from measured learning curves
     "converged": dict(teacher_dim=50, student_dim=5, pretrain_epochs=600, epochs=900, refresh_every=10,
@@ -48,14 +48,19 @@ class Config:
     # sizes and optimisation (SPEC §3)
     teacher_dim: int | None = None
     student_dim: int | None = None
-    lr: float | None = None
-    weight_decay: float = 1e-6
+    lr: float | None = None              # both roles; None: the tuned value (results/tuned.json), else the profile's
+    weight_decay: float | None = None    # both roles; None: the tuned value, else 1e-6
+    lr_teacher: float | None = None      # per role, when set (wins over lr)
+    lr_student: float | None = None
+    wd_teacher: float | None = None
+    wd_student: float | None = None
     batch_size: int = 128                # users (CDAE) or interactions (NeuMF, BPR-MF) per step
     neg_per_pos: int | None = None       # CDAE 5, NeuMF 4, BPR-MF 1
     pretrain_epochs: int | None = None   # max epochs of training alone (teacher, student, warm-up)
     epochs: int | None = None            # max epochs of distillation
     eval_every: int | None = None        # validate every this many epochs
-    patience: int | None = None          # evaluations without a better valid N@50 before stopping
+    patience: int | None = None          # evaluations without a better valid N@50 before stopping ...
+    early_stop: bool = False             # ... only when this is on: never in a table (SPEC §8, equal budgets)
     ks: tuple[int, ...] = (50, 100)
     # BD (SPEC §5)
     gamma_ts: float = 0.5
@@ -94,7 +99,7 @@ class Config:
         c.method = _choice("method", c.method, METHODS)
         prof = PROFILE_DEFAULTS[c.profile]
         for name, value in prof.items():
-            if name == "dataset":
+            if name in ("dataset", "lr"):
                 continue
             if getattr(c, name) is None:
                 setattr(c, name, value)
@@ -104,6 +109,7 @@ class Config:
         c.tau = BD_TAU[c.model] if c.tau is None else c.tau
         c.eps_t = BD_EPS_T[c.model] if c.eps_t is None else c.eps_t
         c.device = resolve_device(c.device)
+        _resolve_role_optim(c, prof)
         c.ks = tuple(int(k) for k in c.ks)
         c.bd_direction = _choice("bd_direction", c.bd_direction, ("paper", "released"))
         c.ibd_variant = _choice("ibd_variant", c.ibd_variant, IBD_VARIANTS)
@@ -124,10 +130,10 @@ class Config:
         if self.min_user_interactions < 3:
             raise ConfigError(f"min_user_interactions={self.min_user_interactions} is out of range: it must be >= 3 "
                               "(each user needs a test, a validation and at least one training item)")
-        for name in ["lr", "tau", "cd_tau", "cd_mu", "rd_lambda"]:
+        for name in ["lr_teacher", "lr_student", "tau", "cd_tau", "cd_mu", "rd_lambda"]:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is out of range: it must be > 0")
-        for name in ["weight_decay", "gamma_ts", "gamma_st", "eps_t", "eps_e", "rd_mu", "rd_alpha", "cd_lambda"]:
+        for name in ["wd_teacher", "wd_student", "gamma_ts", "gamma_st", "eps_t", "eps_e", "rd_mu", "rd_alpha", "cd_lambda"]:
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is out of range: it must be >= 0")
         if not self.ks or any(k < 1 for k in self.ks):
@@ -135,9 +141,22 @@ class Config:
         if 50 not in self.ks:
             raise ConfigError(f"ks={list(self.ks)} must include 50: model selection and early stopping use "
                               "validation N@50 (e.g. --ks 10 50 100)")
+        if self.method == "ibd" and self.epochs < (self.rounds + 1) * self.refresh_every:
+            raise ConfigError(f"epochs={self.epochs} is too short for iBD with rounds={self.rounds} and "
+                              f"refresh_every={self.refresh_every}: round 0 and rounds 1..M need at least "
+                              f"(rounds + 1) * refresh_every = {(self.rounds + 1) * self.refresh_every} epochs; "
+                              "raise --epochs or lower --rounds")
         if self.student_dim > self.teacher_dim:
             raise ConfigError(f"student_dim={self.student_dim} is larger than teacher_dim={self.teacher_dim}: "
                               "the student must be the smaller model")
+
+    def role_lr(self, role: str) -> float:
+        """The learning rate of the teacher or the student (resolved configs only)."""
+        return self.lr_teacher if role == "teacher" else self.lr_student
+
+    def role_wd(self, role: str) -> float:
+        """The weight decay of the teacher or the student (resolved configs only)."""
+        return self.wd_teacher if role == "teacher" else self.wd_student
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON."""
@@ -164,6 +183,21 @@ def make_config(**kwargs: Any) -> Config:
     if "dataset" not in kwargs or kwargs["dataset"] is None:
         kwargs["dataset"] = PROFILE_DEFAULTS.get(profile, {}).get("dataset", Config.dataset)
     return Config.from_dict(kwargs).resolved()
+
+
+def _resolve_role_optim(c: Config, prof: dict[str, Any]) -> None:
+    """Fill each role's lr and weight decay: explicit per-role value, else explicit lr / weight_decay,
+    else the value chosen on validation for (profile, dataset, model) in results/tuned.json, else the
+    profile's lr and 1e-6."""
+    from .tuning import load_tuned
+
+    tuned = load_tuned().get(f"{c.profile}/{c.dataset}/{c.model}", {})
+    for role in ("teacher", "student"):
+        t = tuned.get(role, {})
+        if getattr(c, f"lr_{role}") is None:
+            setattr(c, f"lr_{role}", c.lr if c.lr is not None else t.get("lr", prof["lr"]))
+        if getattr(c, f"wd_{role}") is None:
+            setattr(c, f"wd_{role}", c.weight_decay if c.weight_decay is not None else t.get("weight_decay", 1e-6))
 
 
 def resolve_device(device: str) -> str:

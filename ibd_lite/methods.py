@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .bd import DIRS, RoundSet, build_round_set, feedback, refresh
+from .codec import encode
 from .config import Config
 from .metrics import evaluate
 from .models import Recommender, build_model, eval_mode
@@ -27,8 +28,8 @@ from .train import FitResult, KDPairs, Learner, fit
 
 ROLES = ("teacher", "student")
 # Config fields that change a pre-trained model; the cache key is built from these alone.
-PRETRAIN_KEYS = ("dataset", "model", "seed", "min_user_interactions", "lr", "weight_decay", "batch_size",
-                 "neg_per_pos", "pretrain_epochs", "eval_every", "patience", "data_dir")
+PRETRAIN_KEYS = ("dataset", "model", "seed", "min_user_interactions", "batch_size", "neg_per_pos",
+                 "pretrain_epochs", "eval_every", "patience", "early_stop", "data_dir")
 
 
 @dataclass
@@ -60,31 +61,35 @@ def new_model(ctx: Context, role: str) -> Recommender:
 
 def make_learner(ctx: Context, name: str, model: Recommender) -> Learner:
     c = ctx.cfg
-    return Learner(name, model, c.lr, c.weight_decay, c.patience)
+    return Learner(name, model, c.role_lr(name), c.role_wd(name), c.patience)
 
 
 def _fit(ctx: Context, learners: list[Learner], epochs: int, phase: str, **kw) -> FitResult:
     c = ctx.cfg
     return fit(learners, ctx.split, ctx.sampler, epochs=epochs, neg_per_pos=c.neg_per_pos,
                batch_size=c.batch_size, eval_every=c.eval_every, ks=c.ks, phase=phase,
-               progress=ctx.progress, **kw)
+               progress=ctx.progress, early_stop=c.early_stop, **kw)
 
 
 def model_report(ctx: Context, learner: Learner, seconds_predict: dict | None = None) -> dict:
-    """Test and validation metrics of a learner's best weights, plus size and best epoch."""
+    """Test and validation metrics of a learner's best weights, size, best epoch, and every user's
+    0-based test and validation rank (so that paired statistics need no retraining)."""
     t0 = time.perf_counter()
-    test = evaluate(learner.model, ctx.split, "test", ctx.cfg.ks)
+    test, test_ranks = evaluate(learner.model, ctx.split, "test", ctx.cfg.ks, return_ranks=True)
     if seconds_predict is not None:
         seconds_predict[learner.name] = time.perf_counter() - t0
-    return {"test": test, "valid_best": {"N@50": learner.best_score}, "best_epoch": learner.best_epoch,
-            "n_params": learner.model.n_params(), "dim": learner.model.dim}
+    valid, valid_ranks = evaluate(learner.model, ctx.split, "valid", ctx.cfg.ks, return_ranks=True)
+    return {"test": test, "valid": valid, "valid_best": {"N@50": learner.best_score},
+            "best_epoch": learner.best_epoch, "n_params": learner.model.n_params(), "dim": learner.model.dim,
+            "ranks": {"test": encode(test_ranks), "valid": encode(valid_ranks)}}
 
 
 # ---------------------------------------------------------------- training alone, with a checkpoint cache
 
 def pretrain_key(cfg: Config, role: str, device: torch.device) -> str:
     d = {k: getattr(cfg, k) for k in PRETRAIN_KEYS}
-    d.update(role=role, dim=role_dim(cfg, role), device=device.type, v=1)
+    d.update(role=role, dim=role_dim(cfg, role), lr=cfg.role_lr(role), weight_decay=cfg.role_wd(role),
+             device=device.type, v=2)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -258,17 +263,20 @@ class BDState:
         self.ctx, self.teacher, self.student, self.tl, self.sl = ctx, teacher, student, tl, sl
         self.n_u = ctx.cfg.kd_per_pos * ctx.split.train_counts.to(ctx.device)   # [n_users]
         self.samplers = None
+        self.last_refresh = None
         self.sets: dict[str, RoundSet] = {}
         self.rounds: list[dict] = []
         self.refresh_seconds = 0.0
+        self.prev_lists: dict[str, torch.Tensor] = {}
 
-    def do_refresh(self, queries=None) -> "object":
+    def do_refresh(self, queries=None, keep_lists: bool = False) -> "object":
         c = self.ctx.cfg
         t0 = time.perf_counter()
         self.samplers = None          # free the old CDFs before building new ones
         r = refresh(self.teacher, self.student, self.ctx.split, eps_t=c.eps_t, eps_e=c.eps_e,
-                    direction=c.bd_direction, top_n=c.top_n, device=self.ctx.device, queries=queries)
-        self.samplers = r.samplers
+                    direction=c.bd_direction, top_n=c.top_n, device=self.ctx.device, queries=queries,
+                    keep_lists=keep_lists)
+        self.samplers, self.last_refresh = r.samplers, r
         self.refresh_seconds += time.perf_counter() - t0
         return r
 
@@ -279,54 +287,73 @@ class BDState:
         self.tl.kd = KDPairs(pairs["st"][0], pairs["st"][1], coef=c.gamma_st, giver=self.student, tau=c.tau)
 
     def bd_epoch(self, epoch: int) -> dict:
-        """Plain BD: refresh every P epochs, draw fresh D_u every epoch."""
+        """Plain BD's `on_epoch_start` hook."""
+        return self._bd_draw(epoch)[0]
+
+    def _bd_draw(self, epoch: int, keep_lists: bool = False) -> tuple[dict, dict]:
+        """Plain BD: refresh every P epochs, draw fresh D_u every epoch -> (log, the drawn pairs)."""
         c = self.ctx.cfg
         log = {}
         if self.samplers is None or (epoch - 1) % c.refresh_every == 0:
-            r = self.do_refresh()
+            r = self.do_refresh(keep_lists=keep_lists)
             log["overlap@N"] = float(r.overlap.mean())
-        self.set_kd({d: self.samplers[d].sample(self.n_u) for d in DIRS})
-        return log
+        pairs = {d: self.samplers[d].sample(self.n_u) for d in DIRS}
+        self.set_kd(pairs)
+        return log, pairs
 
     def ibd_epoch(self, epoch: int) -> dict:
-        """iBD: round 0 is plain BD; round t = 1..M starts with a refresh, the feedback check and new sets."""
+        """iBD (SPEC §6): round 0 is plain BD (fresh draws every epoch, for P epochs); each round t = 1..M
+        starts with a refresh, the feedback check on what round t-1 distilled, and the new round sets,
+        which are then kept for the round's P epochs. After round M: plain BD or more rounds."""
         c = self.ctx.cfg
         P, M = c.refresh_every, c.rounds
         rnd = (epoch - 1) // P
         if rnd > M and c.after_rounds == "bd":      # after the M rounds: plain BD, fresh draws every epoch
             self.sets = {}
             return self.bd_epoch(epoch)
-        if (epoch - 1) % P != 0:                    # inside a round the sets stay as they are
-            return {}
         if rnd == 0:
-            r = self.do_refresh()
-            self.sets = {d: self._fresh_set(d) for d in DIRS}
-            self._log_round(0, r, None)
-        else:
-            queries = {d: (self.sets[d].users, self.sets[d].items) for d in DIRS}
-            r = self.do_refresh(queries)
-            fb, new_sets = {}, {}
-            for d in DIRS:
-                rank_t, rank_s = r.query_ranks[d]
-                giver, receiver = (rank_t, rank_s) if d == "ts" else (rank_s, rank_t)
-                fb[d] = feedback(self.sets[d], giver, receiver, c.retire_after, self.ctx.split.n_items)
-                carry = fb[d]["carry"] if c.ibd_variant == "full" else torch.zeros_like(fb[d]["carry"])
-                new_sets[d], fb[d]["kept"] = build_round_set(
-                    fb[d]["users"][carry], fb[d]["items"][carry], fb[d]["streak"][carry],
-                    fb[d]["first"][carry], self.n_u, self.samplers[d])
-            self._log_round(rnd, r, fb, new_sets)
-            self.sets = new_sets
+            log, pairs = self._bd_draw(epoch, keep_lists=epoch == 1)
+            drawn = {d: RoundSet(indptr_to_rows(pairs[d][0]), pairs[d][1], torch.zeros_like(pairs[d][1]))
+                     for d in DIRS}
+            if epoch == 1:                          # every item distilled in round 0 is checked at round 1
+                self.sets = drawn
+                self._log_round(0, self.last_refresh, None)
+            else:
+                self.sets = {d: _concat_sets(self.sets[d], drawn[d]) for d in DIRS}
+            return dict(log, round=0)
+        if (epoch - 1) % P != 0:                    # inside a round t >= 1 the sets stay as they are
+            return {}
+        queries = {d: (self.sets[d].users, self.sets[d].items) for d in DIRS}
+        r = self.do_refresh(queries, keep_lists=True)
+        fb, new_sets = {}, {}
+        for d in DIRS:
+            rank_t, rank_s = r.query_ranks[d]
+            giver, receiver = (rank_t, rank_s) if d == "ts" else (rank_s, rank_t)
+            fb[d] = feedback(self.sets[d], giver, receiver, c.retire_after, self.ctx.split.n_items)
+            carry = fb[d]["carry"] if c.ibd_variant == "full" else torch.zeros_like(fb[d]["carry"])
+            new_sets[d], fb[d]["kept"] = build_round_set(
+                fb[d]["users"][carry], fb[d]["items"][carry], fb[d]["streak"][carry],
+                fb[d]["first"][carry], self.n_u, self.samplers[d])
+        self._log_round(rnd, r, fb, new_sets)
+        self.sets = new_sets
         self.set_kd({d: (self.sets[d].indptr(self.ctx.split.n_users), self.sets[d].items) for d in DIRS})
         return {"round": rnd, "overlap@N": self.rounds[-1]["overlap@N"]}
 
-    def _fresh_set(self, d: str) -> RoundSet:
-        indptr, items = self.samplers[d].sample(self.n_u)
-        return RoundSet(indptr_to_rows(indptr), items, torch.zeros_like(items))
-
     def _log_round(self, rnd: int, r, fb, new_sets=None) -> None:
+        """Per-round record (SPEC §6 step 5): per user and direction, items sampled for this round and,
+        from the feedback check on last round's items, checked / corrected / noise / retired / carried;
+        per user, the overlap of the two models' top-N lists and how much each list changed since the
+        last round (from the recommendation-list matrices, which are not stored: they are 2 × users × N)."""
         n_users = self.ctx.split.n_users
         sets = new_sets if new_sets is not None else self.sets
-        entry = {"round": rnd, "overlap@N": float(r.overlap.mean())}
+        n = min(self.ctx.cfg.top_n, self.ctx.split.n_items)
+        entry = {"round": rnd, "overlap@N": float(r.overlap.mean()),
+                 "overlap_per_user": encode(torch.round(r.overlap * n).int())}
+        if r.top_lists:
+            for m in ("T", "S"):
+                if m in self.prev_lists:
+                    entry[f"list_stability_{m}"] = encode(_row_overlap(self.prev_lists[m], r.top_lists[m]))
+            self.prev_lists = r.top_lists
         for d in DIRS:
             per_user = {"sampled": torch.bincount(sets[d].users, minlength=n_users)}
             if fb is not None:
@@ -337,8 +364,24 @@ class BDState:
                 per_user["carried"] = f["kept"]
                 per_user["checked"] = torch.bincount(f["users"], minlength=n_users)
             entry[d] = {"total": {k: int(v.sum()) for k, v in per_user.items()},
-                        "per_user": {k: v.cpu().tolist() for k, v in per_user.items()}}
+                        "per_user": {k: encode(v) for k, v in per_user.items()}}
         self.rounds.append(entry)
+
+
+def _concat_sets(a: RoundSet, b: RoundSet) -> RoundSet:
+    """Two sets of pairs as one, grouped by user (stable: each user's pairs keep their draw order)."""
+    users, items, streak = (torch.cat([getattr(a, f), getattr(b, f)]) for f in ("users", "items", "streak"))
+    o = torch.sort(users, stable=True).indices
+    return RoundSet(users[o], items[o], streak[o])
+
+
+def _row_overlap(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per row, how many entries two [n, N] item lists share (vectorised: sort both, count matches)."""
+    n_cols = max(int(a.max()), int(b.max())) + 1
+    key_a = torch.sort(a + torch.arange(len(a), device=a.device)[:, None] * n_cols, dim=1).values
+    key_b = b + torch.arange(len(b), device=b.device)[:, None] * n_cols
+    pos = torch.searchsorted(key_a.reshape(-1), key_b.reshape(-1)).clamp_(max=key_a.numel() - 1)
+    return (key_a.reshape(-1)[pos] == key_b.reshape(-1)).view(b.shape).sum(1)
 
 
 def run_bd(ctx: Context, improved: bool = False) -> dict:

@@ -180,11 +180,12 @@ class FitResult:
 def fit(learners: list[Learner], split, sampler: UnobservedSampler, *, epochs: int, neg_per_pos: int,
         batch_size: int, eval_every: int, ks=(50, 100), phase: str = "train",
         on_epoch_start: Callable[[int], dict | None] | None = None, track_test: bool = False,
-        progress: bool = True, epoch_offset: int = 0) -> FitResult:
-    """Train learners together for up to `epochs`, validating every `eval_every` epochs.
+        progress: bool = True, epoch_offset: int = 0, early_stop: bool = False) -> FitResult:
+    """Train learners together for `epochs` epochs, validating every `eval_every` epochs.
 
-    Stops when every learner has run out of patience; each keeps its best validated weights
-    (restored at the end). `on_epoch_start(epoch)` may set each learner's KD pairs and return a
+    Every learner trains the whole budget (equal budgets, SPEC §8) unless `early_stop` is on, in which
+    case training stops once every learner has run out of patience. Each keeps its best validated
+    weights (restored at the end). `on_epoch_start(epoch)` may set each learner's KD pairs and return a
     dict that is logged into that epoch's history entry.
     """
     res = FitResult()
@@ -213,7 +214,7 @@ def fit(learners: list[Learner], split, sampler: UnobservedSampler, *, epochs: i
             bar.set_postfix({l.name: round(entry["valid"][l.name][SELECT_METRIC], 4) for l in learners})
         res.history.append(entry)
         res.epochs_run = epoch
-        if all(l.stopped for l in learners):
+        if early_stop and all(l.stopped for l in learners):
             break
     for l in learners:
         l.restore_best()

@@ -41,10 +41,10 @@ def _key(c: dict) -> tuple:
 
 def train_candidate(ctx: Context, role: str, lr: float, weight_decay: float, epochs: int) -> dict:
     """Train one role alone at (lr, weight_decay) for `epochs` epochs; return its validation curve."""
-    ctx.cfg.lr, ctx.cfg.weight_decay = lr, weight_decay
+    setattr(ctx.cfg, f"lr_{role}", lr)
+    setattr(ctx.cfg, f"wd_{role}", weight_decay)
     model = new_model(ctx, role)
     learner = make_learner(ctx, role, model)
-    learner.patience = 10 ** 9                                   # the whole budget: no early stop
     seed_everything(ctx.cfg.seed * 1009 + 2 + (role == "student"))
     t0 = time.perf_counter()
     res = _fit(ctx, [learner], epochs, phase=f"tune {role} lr={lr:g} wd={weight_decay:g}")

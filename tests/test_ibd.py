@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ibd_lite.codec import decode
+
 from ibd_lite.bd import RoundSet, build_round_set, feedback, refresh
 from ibd_lite.config import make_config
 from ibd_lite.methods import BDState, Context, make_learner
@@ -199,7 +201,7 @@ def test_refresh_identical_models_give_no_teacher_to_student_pairs(synthetic_spl
 
 
 def bd_state(split, **kw) -> BDState:
-    cfg = make_config(profile="ci", model="bprmf", method="ibd", device="cpu", **kw)
+    cfg = make_config(profile="ci", model="bprmf", method="bd", device="cpu", **kw)
     ctx = Context(cfg, split, torch.device("cpu"), UnobservedSampler(split), progress=False)
     teacher, student = random_pair(split, seed=1)
     tl, sl = make_learner(ctx, "teacher", teacher), make_learner(ctx, "student", student)
@@ -228,7 +230,8 @@ def test_bd_epoch_draws_fresh_pairs_every_epoch(synthetic_split):
 
 
 def test_ibd_schedule_rounds_then_bd(synthetic_split):
-    """P = 2, M = 1: round 0 = epochs 1-2, round 1 = epochs 3-4, then plain BD with fresh draws every epoch."""
+    """P = 2, M = 1: round 0 = epochs 1-2 (plain BD: fresh draws every epoch), round 1 = epochs 3-4 (one set
+    kept for the round), then plain BD with fresh draws every epoch."""
     s = synthetic_split
     torch.manual_seed(0)
     state = bd_state(s, refresh_every=2, rounds=1, after_rounds="bd")
@@ -239,24 +242,26 @@ def test_ibd_schedule_rounds_then_bd(synthetic_split):
         snaps.append(kd_snapshot(state))
         observed = s.train_mask(state.sl.kd.users)
         assert not observed[torch.arange(len(state.sl.kd.users)), state.sl.kd.items].any()
-    assert logs[0]["round"] == 0 and logs[2]["round"] == 1
-    assert logs[1] == {} and logs[3] == {}
+    assert logs[0]["round"] == 0 and logs[1]["round"] == 0 and logs[2]["round"] == 1
+    assert logs[3] == {}
     assert "round" not in logs[4]
     assert [r["round"] for r in state.rounds] == [0, 1]
     for d in ("ts", "st"):
-        assert snaps[1][d][0] is snaps[0][d][0]                   # a round's set stays for its P epochs
-        assert snaps[3][d][0] is snaps[2][d][0]
+        assert not torch.equal(snaps[0][d][1], snaps[1][d][1])    # round 0 is plain BD: redraws every epoch
+        assert snaps[3][d][0] is snaps[2][d][0]                   # round t >= 1 keeps its set for P epochs
         assert not torch.equal(snaps[4][d][1], snaps[5][d][1])    # after the rounds: BD redraws every epoch
     entry = state.rounds[1]
     for d in ("ts", "st"):
-        tot, per = entry[d]["total"], entry[d]["per_user"]
+        tot = entry[d]["total"]
+        per = {k: decode(v).tolist() for k, v in entry[d]["per_user"].items()}
         assert tot["corrected"] + tot["noise"] == tot["checked"]
         assert tot["retired"] == 0                                # nothing has been carried A times yet
         assert tot["carried"] <= tot["noise"]
         assert all(x <= n for x, n in zip(per["sampled"], n_u.tolist()))
         assert all(c <= k for c, k in zip(per["corrected"], per["checked"]))
-        round0 = snaps[0][d][0]                                   # round 0's pairs are what round 1 checks
-        assert tot["checked"] == len(torch.unique(round0.users * s.n_items + round0.items))
+        # every pair distilled in round 0 (both epochs) is what round 1 checks
+        keys = torch.cat([k.users * s.n_items + k.items for k in (snaps[0][d][0], snaps[1][d][0])])
+        assert tot["checked"] == len(torch.unique(keys))
 
 
 def test_ibd_rounds_continue_when_asked(synthetic_split):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ibd_lite.codec import decode
 from ibd_lite import methods
 from ibd_lite.config import make_config
 from ibd_lite.metrics import evaluate
@@ -231,7 +232,8 @@ def test_ibd_round_log(module_cache, synthetic_split):
     for r in rounds:
         assert 0.0 <= r["overlap@N"] <= 1.0
         for d in ("ts", "st"):
-            tot, per = r[d]["total"], r[d]["per_user"]
+            tot = r[d]["total"]
+            per = {k: decode(v).tolist() for k, v in r[d]["per_user"].items()}
             assert all(x <= n for x, n in zip(per["sampled"], n_u))
             assert tot["sampled"] == sum(per["sampled"])
             if r["round"] == 0:

@@ -1,0 +1,180 @@
+"""The comparison protocol (SPEC §8): equal budgets, selection on validation only, per-role tuned learning
+rates, paired bootstrap statistics on hand-made cases, compact per-user storage, and the report's refusal to
+pool unlike runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from ibd_lite import run
+from ibd_lite.codec import decode, encode
+from ibd_lite.config import make_config
+from ibd_lite.errors import ConfigError
+from ibd_lite.report import Run, comparisons, is_table_config, table_rows
+from ibd_lite.stats import paired_bootstrap, paired_difference, per_user_metric, verdict
+
+TINY = dict(profile="ci", model="cdae", device="cpu", pretrain_epochs=2, epochs=4, eval_every=2,
+            refresh_every=1, rounds=2, rd_warmup=2)
+
+
+# ---------------------------------------------------------------- statistics on hand-made cases
+
+def test_per_user_metric_hand_worked():
+    ranks = np.array([0, 1, 49, 50, 99, 100])
+    assert per_user_metric(ranks, "H@50").tolist() == [1, 1, 1, 0, 0, 0]
+    assert per_user_metric(ranks, "H@100").tolist() == [1, 1, 1, 1, 1, 0]
+    n = per_user_metric(ranks, "N@50")
+    assert n[0] == 1.0 and n[1] == pytest.approx(1 / math.log2(3)) and n[2] == pytest.approx(1 / math.log2(51))
+    assert n[3:].tolist() == [0, 0, 0]
+    with pytest.raises(ConfigError, match="H@K or N@K"):
+        per_user_metric(ranks, "R@5")
+
+
+def test_bootstrap_of_a_constant_difference_is_that_constant():
+    ci = paired_bootstrap(np.full(200, 0.25), n_boot=500)
+    assert ci["mean"] == ci["lo"] == ci["hi"] == 0.25
+    assert ci["p"] == 1 / 500                                     # never on the other side of 0: floored
+
+
+def test_bootstrap_interval_matches_the_normal_theory_width():
+    """d_u in {0, 1}, half each, n = 10,000: mean 0.5, sd 0.5, so the 95% CI is 0.5 ± 1.96 · 0.005."""
+    d = np.tile([0.0, 1.0], 5000)
+    ci = paired_bootstrap(d, n_boot=4000, seed=1)
+    assert ci["mean"] == 0.5
+    assert ci["lo"] == pytest.approx(0.5 - 1.96 * 0.005, abs=1e-3)
+    assert ci["hi"] == pytest.approx(0.5 + 1.96 * 0.005, abs=1e-3)
+
+
+def test_symmetric_differences_are_not_distinguishable():
+    d = np.tile([-1.0, 1.0], 500)
+    ci = paired_bootstrap(d, n_boot=2000)
+    assert ci["lo"] < 0 < ci["hi"] and ci["p"] > 0.5
+    assert verdict(ci, "iBD", "BD") == "iBD and BD are not distinguishable at this budget"
+    assert verdict({"lo": 0.01, "hi": 0.02}, "iBD", "BD") == "iBD is ahead of BD"
+    assert verdict({"lo": -0.02, "hi": -0.01}, "iBD", "BD") == "iBD is behind BD"
+
+
+def test_paired_difference_pools_seeds_per_user():
+    # 4 users, 2 seeds. A hits nobody; B hits user 0 on both seeds and user 1 on one seed.
+    a = [np.array([60, 60, 60, 60]), np.array([60, 60, 60, 60])]
+    b = [np.array([0, 0, 60, 60]), np.array([0, 60, 60, 60])]
+    out = paired_difference(a, b, "H@50", n_boot=200)
+    assert out["mean"] == pytest.approx((1 + 0.5 + 0 + 0) / 4)
+    assert out["mean_a"] == 0 and out["rel_pct"] is None and out["n_seeds"] == 2
+    with pytest.raises(ConfigError, match="same seeds"):
+        paired_difference(a, b[:1])
+
+
+def test_codec_round_trip_is_exact_and_compact():
+    x = np.random.default_rng(0).integers(0, 25_000, size=5219)
+    enc = encode(x)
+    assert np.array_equal(decode(enc), x)
+    assert len(json.dumps(enc)) < len(json.dumps(x.tolist()))
+    assert decode(encode(np.zeros((3, 4), dtype=np.int64))).shape == (3, 4)
+    with pytest.raises(TypeError):
+        encode(np.array([0.5]))
+
+
+# ---------------------------------------------------------------- budgets and selection
+
+@pytest.fixture(scope="module")
+def module_cache(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("IBD_CACHE_DIR", str(tmp_path_factory.mktemp("ckpt")))
+    yield
+    mp.undo()
+
+
+def _trained_epochs(res: dict) -> int:
+    return sum(1 for h in res["history"] if h["phase"] not in ("pretrain teacher", "pretrain student"))
+
+
+def _check_selected_on_validation(res: dict, role: str, warm_best: float) -> None:
+    vals = [h["valid"][role]["N@50"] for h in res["history"] if "valid" in h and role in h["valid"]]
+    best = res["models"][role]["valid_best"]["N@50"]
+    assert best == max([warm_best, *vals])                         # the warm-up is a candidate too
+    assert res["models"][role]["valid"]["N@50"] == pytest.approx(best, abs=1e-12)   # the kept weights are those
+
+
+def test_every_method_trains_the_same_budget_and_selects_on_validation(module_cache):
+    """No early stop: alone, RD, CD, BD and iBD all train exactly `epochs` after the same warm-up, even
+    with a patience that would have stopped them, and keep the best-validation checkpoint."""
+    epochs = {}
+    for method in ("teacher", "student", "rd", "cd", "bd", "ibd"):
+        res = run(dict(TINY, method=method, patience=1), progress=False)
+        epochs[method] = _trained_epochs(res)
+        for role, m in res["models"].items():
+            if method in ("rd", "cd") and role == "teacher":
+                continue                                           # the frozen teacher does not train
+            warm = res["pretrain"][role]["valid_best"]["N@50"]
+            _check_selected_on_validation(res, role, warm)
+            assert decode(m["ranks"]["test"]).shape == (300,)
+    assert set(epochs.values()) == {TINY["epochs"]}
+
+
+def test_early_stop_is_only_an_explicit_option(module_cache):
+    res = run(dict(TINY, method="student", patience=1, early_stop=True, epochs=12, lr=1e-9), progress=False)
+    assert _trained_epochs(res) < 12                               # nothing improves at lr 1e-9: it stops
+
+
+def test_ibd_needs_room_for_its_rounds():
+    with pytest.raises(ConfigError, match=r"at least \(rounds \+ 1\) \* refresh_every = 110"):
+        make_config(profile="quick", method="ibd", epochs=100)
+    make_config(profile="quick", method="ibd", epochs=110)
+
+
+def test_role_learning_rates_come_from_the_tuned_file(tmp_path, monkeypatch):
+    import ibd_lite.tuning as T
+
+    f = tmp_path / "tuned.json"
+    f.write_text(json.dumps({"ci/synthetic/cdae": {"teacher": {"lr": 1e-3, "weight_decay": 1e-5},
+                                                   "student": {"lr": 2e-3, "weight_decay": 1e-6}}}))
+    monkeypatch.setattr(T, "TUNED_FILE", f)
+    monkeypatch.setattr(T.load_tuned, "__defaults__", (f,))
+    c = make_config(profile="ci", model="cdae")
+    assert (c.lr_teacher, c.wd_teacher, c.lr_student, c.wd_student) == (1e-3, 1e-5, 2e-3, 1e-6)
+    c = make_config(profile="ci", model="cdae", lr=5e-4)                  # an explicit lr wins for both
+    assert c.lr_teacher == c.lr_student == 5e-4
+    c = make_config(profile="ci", model="neumf")                          # not tuned: the profile's lr
+    assert c.lr_teacher == c.lr_student == 5e-3 and c.wd_teacher == 1e-6
+
+
+# ---------------------------------------------------------------- the report refuses unlike runs
+
+def _fake(tmp_path, method: str, seed: int, **over) -> Run:
+    c = make_config(profile="ci", method=method, seed=seed, device="cpu", **over).to_dict()
+    ranks = np.arange(300) % 80 + (0 if method == "teacher" else 5)
+    model = {"test": {"H@50": 0.5, "H@100": 0.9, "N@50": 0.2, "N@100": 0.25},
+             "ranks": {"test": encode(ranks), "valid": encode(ranks)}}
+    role = "teacher" if method == "teacher" else "student"
+    models = {"teacher": model, "student": model} if method in ("bd", "ibd") else {role: model}
+    path = tmp_path / f"{method}-{seed}-{len(over)}.json"
+    return Run(path, {"config": c, "models": models, "provenance": {"commit": "abc", "fingerprint": "f1"}})
+
+
+def test_report_pools_only_identical_configs(tmp_path):
+    runs = [_fake(tmp_path, m, s) for m in ("teacher", "student", "bd") for s in (0, 1)]
+    rows = table_rows(runs, "synthetic", "cdae")
+    assert list(rows) == ["Teacher", "Student", "BD-Teacher", "BD-Student"]
+    assert [r.config["seed"] for r, _ in rows["Student"]] == [0, 1]
+    comp = comparisons(rows, metrics=("H@50",), n_boot=200)
+    assert set(comp["B vs A"]) == {"BD-Teacher vs Teacher", "BD-Student vs Student"}
+
+    dup = runs + [_fake(tmp_path, "student", 1, kd_per_pos=5)]       # same config, seed 1 twice
+    with pytest.raises(ConfigError, match=r"seed\(s\) \[1\] more than once"):
+        table_rows(dup, "synthetic", "cdae")
+
+    mixed = runs + [_fake(tmp_path, "teacher", 2, epochs=20)]        # another budget in one folder
+    with pytest.raises(ConfigError, match="different budgets|different configs"):
+        table_rows(mixed, "synthetic", "cdae")
+
+
+def test_ablations_and_sweeps_are_not_table_rows(tmp_path):
+    assert is_table_config(_fake(tmp_path, "ibd", 0).config)
+    assert not is_table_config(_fake(tmp_path, "ibd", 0, ibd_variant="no-carry").config)
+    assert not is_table_config(_fake(tmp_path, "ibd", 0, gamma_ts=0.1).config)
+    assert not is_table_config(_fake(tmp_path, "bd", 0, bd_direction="released").config)
