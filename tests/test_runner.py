@@ -30,7 +30,7 @@ def test_run_writes_result_json(tmp_path):
     out = tmp_path / "sub" / "r.json"
     res = run(SMALL, out, progress=False, cache=False)
     assert out.exists()
-    assert sorted(p.name for p in out.parent.iterdir()) == ["r.json"]        # no temporary file left
+    assert sorted(p.name for p in out.parent.iterdir()) == ["r.json", "r.json.lock"]   # no temporary file left
     stored = json.loads(out.read_text())
     assert stored == json.loads(json.dumps(res))
     for key in ("config", "history", "timing", "provenance", "models", "dataset"):
