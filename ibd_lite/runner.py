@@ -162,7 +162,7 @@ def ensure_writable(folder: Path, what: str, fix: str) -> None:
         os.unlink(probe)
     except OSError as e:
         blocker = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
-        why = f"{blocker} is a file, not a folder" if blocker else f"{e.strerror or e} ({e.filename or folder})"
+        why = f"{blocker} is a file, not a folder" if blocker else f"{e.strerror or e} in {folder}"
         raise ConfigError(f"cannot write to {what}: {why}; {fix}") from e
 
 

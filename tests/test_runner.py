@@ -122,7 +122,8 @@ def test_corrupt_checkpoint_is_retrained(cache_dir):
     run(SMALL, progress=False)
     (ckpt,) = cache_dir.glob("*.pt")
     ckpt.write_bytes(b"not a checkpoint")
-    res = run(SMALL, progress=False)
+    with pytest.warns(UserWarning, match=f"discarding warm-up cache file .*{ckpt.name}"):
+        res = run(SMALL, progress=False)
     assert res["pretrain"]["student"]["cached"] is False
     assert ckpt.exists() and ckpt.stat().st_size > 100
 
