@@ -248,6 +248,10 @@ def _checked(name: str, v: Any, typ: Any) -> Any:
             return int(v)
         hint = f" (e.g. {name}={int(v)})" if isinstance(v, float) and math.isfinite(v) else ""
         raise ConfigError(f"{name}={v!r} has type {got}: it must be an integer{hint}")
+    if typ is bool:
+        if isinstance(v, (bool, np.bool_)):
+            return bool(v)
+        raise ConfigError(f"{name}={v!r} has type {got}: it must be True or False")
     if typ is float:
         if _is_int(v) or isinstance(v, (float, np.floating)):
             return float(v)

@@ -102,13 +102,23 @@ def pretrain(ctx: Context, role: str) -> tuple[Recommender, dict]:
     if ctx.cache_dir is None:
         return _train_alone(ctx, role)
     path = ctx.cache_dir / f"{ctx.cfg.dataset}-{ctx.cfg.model}-{role}-{pretrain_key(ctx.cfg, role, ctx.device)}.pt"
-    with FileLock(f"{path}.lock"):
+    lock = FileLock(f"{path}.lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except OSError as e:
+        warnings.warn(f"cannot use the warm-up cache folder {path.parent} ({e.strerror or e}); training the "
+                      f"{role}'s warm-up without the cache", stacklevel=2)
+        return _train_alone(ctx, role)
+    try:
         loaded = _load_checkpoint(ctx, role, path)
         if loaded is not None:
             return loaded
         model, report = _train_alone(ctx, role)
         _save_checkpoint(path, model, report)
-    return model, report
+        return model, report
+    finally:
+        lock.release()
 
 
 def _train_alone(ctx: Context, role: str) -> tuple[Recommender, dict]:
@@ -151,10 +161,9 @@ def _save_checkpoint(path: Path, model: Recommender, report: dict) -> None:
     blob = {"format": CHECKPOINT_FORMAT, "state": model.state_dict(),
             "report": json.dumps({k: v for k, v in report.items() if k != "cached"})}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(blob, tmp)
         os.replace(tmp, path)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:     # torch's zip writer reports a full disk as RuntimeError
         tmp.unlink(missing_ok=True)
         warnings.warn(f"could not store the warm-up in the cache ({path}: {e.strerror or e}); continuing "
                       "without caching it", stacklevel=2)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import sys
 import tempfile
 import time
@@ -20,6 +19,7 @@ from filelock import FileLock, Timeout
 
 from .config import Config, make_config
 from .data import load_split
+from .download import clean_stale_tmp
 from .errors import ConfigError, IBDError
 from .methods import Context, run_alone, run_bd, run_cd, run_rd, seed_everything
 from .provenance import REPO, code_fingerprint, provenance
@@ -28,8 +28,8 @@ from .sampling import UnobservedSampler
 # Bumped whenever the training protocol changes what a config's result means; older files are redone.
 RESULT_SCHEMA = 3
 
-# Temporary files carry their writer's PID: `.name.json.<pid>.<random>.tmp` (results), `name.tmp<pid>` (cache).
-_TMP_NAMES = (re.compile(r"^\..+\.(\d+)\.[a-z0-9_]+\.tmp$"), re.compile(r"^.+\.tmp(\d+)$"))
+# Temporary files carry their writer's PID (see download.clean_stale_tmp), so a later runner removes those of
+# killed processes.
 
 
 def default_cache_dir() -> Path:
@@ -164,38 +164,6 @@ def ensure_writable(folder: Path, what: str, fix: str) -> None:
         blocker = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
         why = f"{blocker} is a file, not a folder" if blocker else f"{e.strerror or e} in {folder}"
         raise ConfigError(f"cannot write to {what}: {why}; {fix}") from e
-
-
-def clean_stale_tmp(folder: Path) -> list[Path]:
-    """Remove this library's temporary files whose writing process is gone; return what was removed."""
-    removed = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return removed
-    for entry in entries:
-        m = next((m for p in _TMP_NAMES if (m := p.match(entry.name))), None)
-        if m is None or _pid_alive(int(m.group(1))) or not entry.is_file(follow_symlinks=False):
-            continue
-        try:
-            os.unlink(entry.path)
-            removed.append(Path(entry.path))
-        except OSError:
-            pass
-    return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    """Does a process with this PID exist on this machine?"""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return pid < 2 ** 31                 # someone else's process (alive) vs. a number no PID can be
-    return True
 
 
 # ---------------------------------------------------------------- result files

@@ -307,9 +307,15 @@ def test_grid_jobs_must_be_positive(capsys, tmp_path):
 
 # ---------------------------------------------------------------- row 10: stale temporary files
 
+def dead_pid() -> int:
+    """The PID of a process that has exited."""
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
 def test_stale_temporary_files_of_dead_processes_are_removed(tmp_path, monkeypatch):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
+    dead = dead_pid()
     res_dir, cache = tmp_path / "res", tmp_path / "cache"
     monkeypatch.setenv("IBD_CACHE_DIR", str(cache))
     for folder in (res_dir, cache):
@@ -321,6 +327,22 @@ def test_stale_temporary_files_of_dead_processes_are_removed(tmp_path, monkeypat
     run(SMALL, res_dir / "r.json", progress=False)
     assert not any(p.exists() for p in stale)
     assert all(p.exists() for p in kept)
+
+
+def test_partial_download_of_a_dead_process_is_removed(tmp_path):
+    import hashlib
+    import io
+
+    from ibd_lite import download
+
+    dead = dead_pid()
+    payload = b"the pinned bytes"
+    stale = tmp_path / f".users.dat.{dead}.q1w2e3r4.part"
+    stale.write_bytes(b"half a file")
+    dest = download.ensure_file(tmp_path / "users.dat", "https://example.invalid/users.dat",
+                                hashlib.sha256(payload).hexdigest(), opener=lambda url: io.BytesIO(payload))
+    assert dest.read_bytes() == payload
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["users.dat"]
 
 
 def test_write_json_names_its_temporary_file_with_the_pid(tmp_path, monkeypatch):
