@@ -88,8 +88,8 @@ def _run_parallel(cfgs: list, paths: list[Path], cache_dir: Path, jobs: int,
                   record: Callable[[int, str, dict | None], None]) -> None:
     """Run configs in `jobs` spawned worker processes that split the cores between them."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init, initargs=(max(1, cores // jobs),))
+    pool = ProcessPoolExecutor(jobs, mp_context=_worker_context(), initializer=_worker_init,
+                               initargs=(max(1, cores // jobs),))
     try:
         futures = {pool.submit(run_at, c, p, progress=False, cache_dir=cache_dir, wait=False): i
                    for i, (c, p) in enumerate(zip(cfgs, paths))}
@@ -99,6 +99,16 @@ def _run_parallel(cfgs: list, paths: list[Path], cache_dir: Path, jobs: int,
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
+
+
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Fresh worker processes, never forks of this one (torch's threads and CUDA do not survive a fork):
+    a fork server that imports the library once where available, else spawn."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["ibd_lite.experiments"])
+    return ctx
 
 
 def _worker_init(threads: int) -> None:

@@ -28,9 +28,6 @@ from .sampling import UnobservedSampler
 # Bumped whenever the training protocol changes what a config's result means; older files are redone.
 RESULT_SCHEMA = 3
 
-# Temporary files carry their writer's PID (see download.clean_stale_tmp), so a later runner removes those of
-# killed processes.
-
 
 def default_cache_dir() -> Path:
     """Pre-trained checkpoints: $IBD_CACHE_DIR, else .cache/ibd_lite in the repository."""
