@@ -70,6 +70,7 @@ def code_fingerprint() -> str:
 
 def provenance(device: "torch.device | str" = "cpu") -> dict:
     """A dict to store beside every result and at the end of every chapter (commit = the loaded code)."""
-    return {**_LOADED, "code_fingerprint": code_fingerprint(), "torch": torch.__version__, "python": platform.python_version(),
+    return {**_LOADED, "code_fingerprint": code_fingerprint(), "torch": torch.__version__,
+            "python": platform.python_version(),
             "device": str(device), "device_name": device_name(device),
             "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}

@@ -141,8 +141,10 @@ def prepare_folders(out: "str | Path | None", cache_dir: Path | None) -> None:
     if out is not None:
         out = Path(out)
         if out.is_dir():
-            raise ConfigError(f"out={str(out)!r} is a directory: give the result a file path, e.g. --out {out}/run.json")
-        ensure_writable(out.parent, f"the result's folder (out={str(out)!r})", "choose an --out path in a writable folder")
+            raise ConfigError(f"out={str(out)!r} is a directory: give the result a file path, "
+                              f"e.g. --out {out}/run.json")
+        ensure_writable(out.parent, f"the result's folder (out={str(out)!r})",
+                        "choose an --out path in a writable folder")
         clean_stale_tmp(out.parent)
     if cache_dir is not None:
         ensure_writable(cache_dir, f"the checkpoint cache folder {str(cache_dir)!r} (IBD_CACHE_DIR)",

@@ -378,8 +378,9 @@ def test_result_of_other_code_is_redone_with_a_warning(tmp_path, monkeypatch, ca
     key = methods.pretrain_key(make_config(**SMALL), "student", torch.device("cpu"))
     monkeypatch.setattr(provenance, "_FINGERPRINT", "0123456789ab")              # the code changed
     assert methods.pretrain_key(make_config(**SMALL), "student", torch.device("cpu")) != key
-    with pytest.warns(UserWarning, match=rf"r\.json was made by other training code \(fingerprint "
-                                         rf"{first['provenance']['code_fingerprint']}, now 0123456789ab\): it is redone"):
+    old = first["provenance"]["code_fingerprint"]
+    with pytest.warns(UserWarning, match=rf"r\.json was made by other training code \(fingerprint {old}, "
+                                         r"now 0123456789ab\): it is redone"):
         again = run(SMALL, out, progress=False)
     assert again["provenance"]["code_fingerprint"] == "0123456789ab"
     assert again["pretrain"]["student"]["cached"] is False                       # the old warm-up is not reused
