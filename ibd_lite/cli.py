@@ -54,14 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="rerun even if --out already holds this run")
     r.add_argument("--no-cache", action="store_true", help="do not reuse or store pre-trained checkpoints")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
-    g = sub.add_parser("grid", help="run the paper's experiment grid (resumable), see ibd_lite.experiments")
-    g.add_argument("experiment", help="table, figure3, figure45, figure6 or timing")
+    from .experiments import EXPERIMENTS
+
+    g = sub.add_parser("grid", help="run one of the experiment grids (resumable), see ibd_lite.experiments",
+                       description="Run an experiment grid; finished runs are kept and not redone, and several "
+                                   "grid commands (or --jobs N) on one --out-dir never train a run twice.")
+    g.add_argument("experiment", choices=EXPERIMENTS, metavar="experiment",
+                   help=f"one of: {', '.join(EXPERIMENTS)}")
     g.add_argument("--profile", default="quick", help=_HELP["profile"])
     g.add_argument("--dataset", default=None)
     g.add_argument("--model", default=None)
     g.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     g.add_argument("--device", default="auto")
     g.add_argument("--out-dir", default="results")
+    g.add_argument("--jobs", type=int, default=1,
+                   help="worker processes on this machine (default 1); each gets cores // jobs torch threads")
     g.add_argument("--quiet", action="store_true")
     rep = sub.add_parser("report", help="the paper-style tables (mean ± sd over seeds) of finished runs, with "
                                         "paired 95%% confidence intervals and the commits behind every row")
@@ -131,8 +138,12 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 def _cmd_grid(args: argparse.Namespace) -> int:
     from .experiments import run_experiment
 
-    run_experiment(args.experiment, profile=args.profile, dataset=args.dataset, model=args.model,
-                   seeds=args.seeds, device=args.device, out_dir=args.out_dir, progress=not args.quiet)
+    done: dict[str, list[str]] = {"trained": [], "finished": []}
+    results = run_experiment(args.experiment, profile=args.profile, dataset=args.dataset, model=args.model,
+                             seeds=args.seeds, device=args.device, out_dir=args.out_dir, progress=not args.quiet,
+                             jobs=args.jobs, on_done=lambda path, status: done[status].append(path.name))
+    print(json.dumps({"experiment": args.experiment, "runs": len(results), "out_dir": args.out_dir,
+                      "trained": sorted(done["trained"]), "reused": len(done["finished"])}, indent=1))
     return 0
 
 

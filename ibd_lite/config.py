@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import os
+import re
+import types
+import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import numpy as np
 import torch
 
 from .errors import ConfigError, choice_error
@@ -95,6 +103,7 @@ class Config:
         from .models import BD_EPS_T, BD_TAU, NEG_PER_POS, resolve_model
 
         c = dataclasses.replace(self)
+        check_types(c)
         c.profile = _choice("profile", c.profile, PROFILES)
         c.method = _choice("method", c.method, METHODS)
         prof = PROFILE_DEFAULTS[c.profile]
@@ -119,7 +128,7 @@ class Config:
         return c
 
     def validate(self) -> None:
-        """Range checks that name the parameter and the allowed range."""
+        """Range checks that name the parameter and the allowed range (every number finite)."""
         positive_ints = ["teacher_dim", "student_dim", "batch_size", "neg_per_pos", "pretrain_epochs",
                          "epochs", "eval_every", "patience", "refresh_every", "kd_per_pos", "rounds",
                          "top_n", "retire_after", "rd_k"]
@@ -127,14 +136,24 @@ class Config:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"{name}={v!r} is out of range: it must be an integer >= 1")
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise ConfigError(f"seed={self.seed!r} is out of range: it must be an integer in [0, 2**32 - 1] "
+                              f"(0 to {SEED_LIMIT - 1})")
         if self.min_user_interactions < 3:
             raise ConfigError(f"min_user_interactions={self.min_user_interactions} is out of range: it must be >= 3 "
                               "(each user needs a test, a validation and at least one training item)")
-        for name in ["lr_teacher", "lr_student", "tau", "cd_tau", "cd_mu", "rd_lambda"]:
+        for name, v in _float_values(self):
+            if not math.isfinite(v):
+                raise ConfigError(f"{name}={v!r} is not finite: it must be a finite number "
+                                  f"{_RANGE_TEXT[name in _POSITIVE_FLOATS]}")
+        for name in _POSITIVE_FLOATS:
+            if getattr(self, name) is None:
+                continue
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is out of range: it must be > 0")
-        for name in ["wd_teacher", "wd_student", "gamma_ts", "gamma_st", "eps_t", "eps_e", "rd_mu", "rd_alpha", "cd_lambda"]:
-            if not getattr(self, name) >= 0:
+        for name in ["weight_decay", "wd_teacher", "wd_student", "gamma_ts", "gamma_st", "eps_t", "eps_e", "rd_mu",
+                     "rd_alpha", "cd_lambda"]:
+            if getattr(self, name) is not None and not getattr(self, name) >= 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is out of range: it must be >= 0")
         if not self.ks or any(k < 1 for k in self.ks):
             raise ConfigError(f"ks={self.ks!r} is out of range: each K must be an integer >= 1")
@@ -172,7 +191,7 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown config keys {unknown}; valid keys are: {', '.join(sorted(names))}")
         d = dict(d)
-        if "ks" in d:
+        if isinstance(d.get("ks"), list):
             d["ks"] = tuple(d["ks"])
         return cls(**d)
 
@@ -181,7 +200,8 @@ def make_config(**kwargs: Any) -> Config:
     """Config from keyword arguments, with the profile's dataset when none is given, resolved and checked."""
     profile = kwargs.get("profile", "quick")
     if "dataset" not in kwargs or kwargs["dataset"] is None:
-        kwargs["dataset"] = PROFILE_DEFAULTS.get(profile, {}).get("dataset", Config.dataset)
+        prof = PROFILE_DEFAULTS.get(profile, {}) if isinstance(profile, str) else {}
+        kwargs["dataset"] = prof.get("dataset", Config.dataset)
     return Config.from_dict(kwargs).resolved()
 
 
@@ -200,19 +220,101 @@ def _resolve_role_optim(c: Config, prof: dict[str, Any]) -> None:
             setattr(c, f"wd_{role}", c.weight_decay if c.weight_decay is not None else t.get("weight_decay", 1e-6))
 
 
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when available else 'cpu'; 'cuda' without CUDA is a clear error."""
+def resolve_device(device: "str | torch.device") -> str:
+    """'auto' -> 'cuda' when available else 'cpu'; a device this machine lacks is a clear error."""
     dev = str(device).lower()
     if dev == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if dev.startswith("cuda"):
+    if dev == "cuda" or re.fullmatch(r"cuda:\d+", dev):
         if not torch.cuda.is_available():
             raise ConfigError(f"device={device!r} was requested but CUDA is not available on this machine "
                               "(torch.cuda.is_available() is False); use --device cpu or --device auto")
+        n = torch.cuda.device_count()
+        if dev != "cuda" and int(dev.split(":")[1]) >= n:
+            raise ConfigError(f"device={device!r} does not exist: this machine has {n} CUDA device(s), "
+                              f"cuda:0 to cuda:{n - 1}; use --device cuda:0 or --device auto")
         return dev
-    if dev in ("cpu", "mps"):
+    if dev == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"device={device!r} was requested but Apple's MPS backend is not available on this "
+                              "machine (torch.backends.mps.is_available() is False); use --device cpu or "
+                              "--device auto")
         return dev
-    raise ConfigError(f"unknown device {device!r}; valid devices are: auto, cpu, cuda, cuda:N")
+    if dev == "cpu":
+        return dev
+    raise ConfigError(f"unknown device {device!r}; valid devices are: auto, cpu, cuda, cuda:N, mps")
+
+
+# ------------------------------------------------------------------------------- type checks (Python API)
+
+SEED_LIMIT = 2 ** 32
+_POSITIVE_FLOATS = ("lr", "lr_teacher", "lr_student", "tau", "cd_tau", "cd_mu", "rd_lambda")
+_RANGE_TEXT = {True: "> 0", False: ">= 0"}
+
+
+def _float_values(cfg: Config) -> list[tuple[str, float]]:
+    """(name, value) of every set float field."""
+    hints = typing.get_type_hints(Config)
+    return [(f.name, getattr(cfg, f.name)) for f in fields(Config)
+            if _base_type(hints[f.name]) is float and getattr(cfg, f.name) is not None]
+
+
+def _base_type(hint: Any) -> Any:
+    """`int | None` -> int; other hints unchanged."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1 else hint
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def check_types(cfg: Config) -> None:
+    """Every field has its declared type (ints are real ints, numbers are not strings), with the fix named;
+    numpy scalars become Python ones, paths and devices become strings, ks a tuple of ints."""
+    hints = typing.get_type_hints(Config)
+    for f in fields(Config):
+        v, hint = getattr(cfg, f.name), hints[f.name]
+        if v is None and _base_type(hint) is not hint:
+            continue
+        setattr(cfg, f.name, _checked(f.name, v, _base_type(hint)))
+
+
+def _checked(name: str, v: Any, typ: Any) -> Any:
+    """The value converted to `typ`, or a ConfigError naming the expected type."""
+    got = type(v).__name__
+    if typ is int:
+        if _is_int(v):
+            return int(v)
+        hint = f" (e.g. {name}={int(v)})" if isinstance(v, float) and math.isfinite(v) else ""
+        raise ConfigError(f"{name}={v!r} has type {got}: it must be an integer{hint}")
+    if typ is bool:
+        if isinstance(v, (bool, np.bool_)):
+            return bool(v)
+        raise ConfigError(f"{name}={v!r} has type {got}: it must be True or False")
+    if typ is float:
+        if _is_int(v) or isinstance(v, (float, np.floating)):
+            return float(v)
+        raise ConfigError(f"{name}={v!r} has type {got}: it must be a number (int or float, not a string)")
+    if typ is str:
+        if name == "device" and isinstance(v, torch.device) or name == "data_dir" and isinstance(v, os.PathLike):
+            return str(v)
+        if isinstance(v, str):
+            return v
+        raise ConfigError(f"{name}={v!r} has type {got}: it must be a string")
+    if typing.get_origin(typ) is tuple:             # ks
+        if isinstance(v, (str, bytes)) or not isinstance(v, Sequence) or not all(_is_int(k) for k in v):
+            example = f"{name}=({int(v)},)" if _is_int(v) else f"{name}=(50, 100)"
+            raise ConfigError(f"{name}={v!r} must be a sequence of integers, e.g. {example}")
+        return tuple(int(k) for k in v)
+    if typ is dict:
+        try:
+            json.dumps(v, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{name} must be a dict of JSON values (it is stored in the result): {e}") from e
+        if not isinstance(v, dict):
+            raise ConfigError(f"{name}={v!r} has type {got}: it must be a dict")
+    return v
 
 
 def _choice(kind: str, value: str, valid: tuple[str, ...]) -> str:

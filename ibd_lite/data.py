@@ -187,6 +187,10 @@ def _split_flat(name: str, user_ids: np.ndarray, rows: np.ndarray, items: np.nda
     rows, items = rows[keep_pos], items[keep_pos]
     counts = np.bincount(rows, minlength=len(user_ids))
     kept_users = np.flatnonzero(counts >= min_user_interactions)
+    if kept_users.size == 0:
+        raise ConfigError(f"no user has at least {min_user_interactions} distinct items in {name}; the largest has "
+                          f"{int(counts.max()) if counts.size else 0}: lower min_user_interactions "
+                          "(--min-user-interactions)")
     sel = counts[rows] >= min_user_interactions
     rows, items, counts = rows[sel], items[sel], counts[kept_users]
     item_ids, new_items = np.unique(items, return_inverse=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -13,13 +14,50 @@ from tqdm.auto import tqdm
 
 from .errors import DataError
 
-__all__ = ["ensure_file", "sha256_file", "urlopen", "CHUNK"]
+__all__ = ["ensure_file", "sha256_file", "urlopen", "clean_stale_tmp", "pid_alive", "CHUNK"]
 
 CHUNK = 1 << 20
 TIMEOUT_S = 60.0
 
 # (resolved path, mtime_ns, size, expected sha256) of files already verified in this process.
 _verified: set[tuple[str, int, int, str]] = set()
+
+
+# This library's temporary files carry their writer's PID: `.name.<pid>.<random>.tmp` (results, probes),
+# `.name.<pid>.<random>.part` (downloads), `name.tmp<pid>` (warm-up cache).
+_TMP_NAMES = (re.compile(r"^\..+\.(\d+)\.[a-z0-9_]+\.(?:tmp|part)$"), re.compile(r"^.+\.tmp(\d+)$"))
+
+
+def pid_alive(pid: int) -> bool:
+    """Does a process with this PID exist on this machine?"""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid < 2 ** 31                 # someone else's process (alive) vs. a number no PID can be
+    return True
+
+
+def clean_stale_tmp(folder: "str | os.PathLike") -> list[Path]:
+    """Remove this library's temporary files in `folder` whose writing process is gone; return them."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = next((m for p in _TMP_NAMES if (m := p.match(entry.name))), None)
+        if m is None or pid_alive(int(m.group(1))) or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            pass
+    return removed
 
 
 def urlopen(url: str) -> Any:
@@ -99,7 +137,9 @@ def _download(dest: Path, url: str, sha256: str, opener: Callable[[str], Any]) -
     """Download into a temp file beside `dest`, verify, then atomically move it into place."""
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tempfile.NamedTemporaryFile(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part", delete=False)
+        clean_stale_tmp(dest.parent)            # partial downloads of killed processes
+        tmp = tempfile.NamedTemporaryFile(dir=dest.parent, prefix=f".{dest.name}.{os.getpid()}.", suffix=".part",
+                                          delete=False)
     except OSError as e:
         raise DataError(f"cannot create {dest.parent} to download {dest.name} into: {e}; "
                         f"{_manual_fix(dest, url, sha256)}") from e

@@ -15,6 +15,10 @@ class DataError(IBDError):
     """A missing, corrupt or unreadable data file, or a download that failed."""
 
 
+class DivergedError(IBDError):
+    """Training produced a non-finite loss: names the model, the phase, the epoch and the suspect parameters."""
+
+
 def choice_error(kind: str, value: object, valid: "list[str] | tuple[str, ...]") -> ConfigError:
     """Build the error for an unknown name, listing the valid ones."""
     return ConfigError(f"unknown {kind} {value!r}; valid {kind}s are: {', '.join(sorted(valid))}")

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from .config import make_config
 from .errors import ConfigError, choice_error
-from .runner import is_finished, load_result, run
+from .runner import (clean_stale_tmp, default_cache_dir, ensure_writable, load_result, prepare_folders,
+                     run_at)
 
 METRICS = ("H@50", "H@100", "N@50", "N@100")
 # Table rows (SPEC §7): (row label, method, which model of the run)
@@ -37,22 +41,81 @@ def run_name(cfg_dict: dict[str, Any]) -> str:
     return f"{cfg_dict['dataset']}-{cfg_dict['model']}-{cfg_dict['method']}-{cfg_dict['profile']}-s{cfg_dict['seed']}-{h}.json"
 
 
-def run_grid(configs: Iterable[dict[str, Any]], out_dir: "str | Path" = "results", progress: bool = True
-             ) -> list[dict]:
-    """Run every config (skipping finished ones) and return the results in order."""
-    cfgs = [make_config(**c).to_dict() for c in configs]
-    out_dir = Path(out_dir)
-    results = []
-    bar = tqdm(cfgs, desc="grid", disable=not progress)
-    for c in bar:
-        path = out_dir / run_name(c)
-        bar.set_postfix_str(f"{c['dataset']} {c['model']} {c['method']} seed {c['seed']}")
-        done = load_result(path)
-        if is_finished(done, c):
-            results.append(done)
-            continue
-        results.append(run(c, path, progress=False))
+def run_grid(configs: Iterable[dict[str, Any]], out_dir: "str | Path" = "results", progress: bool = True,
+             jobs: int = 1, on_done: Callable[[Path, str], None] | None = None) -> list[dict]:
+    """Run every config (skipping finished ones) and return the results in order.
+
+    Every config and folder is checked before any work. Each run trains under the lock `<file>.lock`: a run
+    that another process holds (a second grid on the same folder) is skipped for now and come back to at the
+    end (wait for it, then load its result), so no run is trained twice. `jobs` > 1 runs that many worker
+    processes, each with max(1, cores // jobs) torch threads. `on_done(path, status)` is called once per run,
+    status "trained" (here) or "finished" (on disk already, or finished by another process).
+    """
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ConfigError(f"jobs={jobs!r} is out of range: it must be an integer >= 1 (worker processes)")
+    cfgs = [make_config(**c) for c in configs]
+    out_dir, cache_dir = Path(out_dir), default_cache_dir()
+    ensure_writable(out_dir, f"the grid's folder (out_dir={str(out_dir)!r})", "choose a writable --out-dir")
+    clean_stale_tmp(out_dir)
+    prepare_folders(None, cache_dir)
+    paths = [out_dir / run_name(c.to_dict()) for c in cfgs]
+    results: list[dict | None] = [None] * len(cfgs)
+    later: list[int] = []
+    bar = tqdm(total=len(cfgs), desc="grid", disable=not progress)
+
+    def record(i: int, status: str, result: dict | None) -> None:
+        if status == "locked":
+            later.append(i)
+            return
+        results[i] = result
+        bar.update()
+        if on_done is not None:
+            on_done(paths[i], status)
+
+    if jobs == 1:
+        for i, c in enumerate(cfgs):
+            bar.set_postfix_str(f"{c.dataset} {c.model} {c.method} seed {c.seed}")
+            record(i, *run_at(c, paths[i], progress=False, cache_dir=cache_dir, wait=False))
+    else:
+        _run_parallel(cfgs, paths, cache_dir, jobs, record)
+    for i in sorted(later):                         # runs another process held: wait for them, then load
+        record(i, *run_at(cfgs[i], paths[i], progress=False, cache_dir=cache_dir, wait=True))
+    bar.close()
     return results
+
+
+def _run_parallel(cfgs: list, paths: list[Path], cache_dir: Path, jobs: int,
+                  record: Callable[[int, str, dict | None], None]) -> None:
+    """Run configs in `jobs` spawned worker processes that split the cores between them."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    pool = ProcessPoolExecutor(jobs, mp_context=_worker_context(), initializer=_worker_init,
+                               initargs=(max(1, cores // jobs),))
+    try:
+        futures = {pool.submit(run_at, c, p, progress=False, cache_dir=cache_dir, wait=False): i
+                   for i, (c, p) in enumerate(zip(cfgs, paths))}
+        for f in as_completed(futures):
+            record(futures[f], *f.result())
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Fresh worker processes, never forks of this one (torch's threads and CUDA do not survive a fork):
+    a fork server that imports the library once where available, else spawn."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["ibd_lite.experiments"])
+    return ctx
+
+
+def _worker_init(threads: int) -> None:
+    """A grid worker uses its share of the cores (no oversubscription)."""
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def experiment_configs(name: str, *, profile: str = "quick", dataset: str | None = None,
@@ -79,9 +142,10 @@ def experiment_configs(name: str, *, profile: str = "quick", dataset: str | None
     raise choice_error("experiment", name, EXPERIMENTS)
 
 
-def run_experiment(name: str, out_dir: "str | Path" = "results", progress: bool = True, **kw: Any) -> list[dict]:
-    """Run a named experiment grid (resumable) and return its results."""
-    return run_grid(experiment_configs(name, **kw), out_dir, progress)
+def run_experiment(name: str, out_dir: "str | Path" = "results", progress: bool = True, jobs: int = 1,
+                   on_done: Callable[[Path, str], None] | None = None, **kw: Any) -> list[dict]:
+    """Run a named experiment grid (resumable, safe to run from several processes) and return its results."""
+    return run_grid(experiment_configs(name, **kw), out_dir, progress, jobs=jobs, on_done=on_done)
 
 
 def load_results(results_dir: "str | Path", ibd_variant: str = "full", bd_direction: str = "paper") -> list[dict]:

@@ -10,18 +10,22 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
 
 from .bd import DIRS, RoundSet, build_round_set, feedback, refresh
 from .codec import encode
 from .config import Config
 from .metrics import evaluate
 from .models import Recommender, build_model, eval_mode
+from .provenance import code_fingerprint
 from .sampling import UnobservedSampler, cd_probabilities, rd_weights
 from .sparse import counts_to_indptr, indptr_to_rows
 from .train import FitResult, KDPairs, Learner, fit
@@ -30,6 +34,7 @@ ROLES = ("teacher", "student")
 # Config fields that change a pre-trained model; the cache key is built from these alone.
 PRETRAIN_KEYS = ("dataset", "model", "seed", "min_user_interactions", "batch_size", "neg_per_pos",
                  "pretrain_epochs", "eval_every", "patience", "early_stop", "data_dir")
+CHECKPOINT_FORMAT = 2   # {"format", "state": tensors, "report": JSON text}: loads with weights_only=True
 
 
 @dataclass
@@ -87,38 +92,86 @@ def model_report(ctx: Context, learner: Learner, seconds_predict: dict | None = 
 # ---------------------------------------------------------------- training alone, with a checkpoint cache
 
 def pretrain_key(cfg: Config, role: str, device: torch.device) -> str:
+    """Cache key of a warm-up: the config fields that shape it, the role, and the training code's fingerprint."""
     d = {k: getattr(cfg, k) for k in PRETRAIN_KEYS}
     d.update(role=role, dim=role_dim(cfg, role), lr=cfg.role_lr(role), weight_decay=cfg.role_wd(role),
-             device=device.type, v=2)
+             device=device.type, code=code_fingerprint(), v=3)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def pretrain(ctx: Context, role: str) -> tuple[Recommender, dict]:
-    """Train the role's model alone with its CF loss (or load it from the cache) -> model, report."""
-    path = None
-    if ctx.cache_dir is not None:
-        path = ctx.cache_dir / f"{ctx.cfg.dataset}-{ctx.cfg.model}-{role}-{pretrain_key(ctx.cfg, role, ctx.device)}.pt"
-        if path.exists():
-            try:
-                blob = torch.load(path, map_location=ctx.device, weights_only=False)
-                model = build_model(ctx.cfg.model, ctx.split, role_dim(ctx.cfg, role)).to(ctx.device)
-                model.load_state_dict(blob["state"])
-                model.eval()
-                return model, dict(blob["report"], cached=True)
-            except Exception:  # a corrupt cache entry is retrained, never trusted
-                path.unlink(missing_ok=True)
+    """Train the role's model alone with its CF loss (or load it from the cache) -> model, report.
+
+    A cache entry is trained once: its lock `<entry>.lock` makes a second process wait and then load it.
+    """
+    if ctx.cache_dir is None:
+        return _train_alone(ctx, role)
+    path = ctx.cache_dir / f"{ctx.cfg.dataset}-{ctx.cfg.model}-{role}-{pretrain_key(ctx.cfg, role, ctx.device)}.pt"
+    lock = FileLock(f"{path}.lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except OSError as e:
+        warnings.warn(f"cannot use the warm-up cache folder {path.parent} ({e.strerror or e}); training the "
+                      f"{role}'s warm-up without the cache", stacklevel=2)
+        return _train_alone(ctx, role)
+    try:
+        loaded = _load_checkpoint(ctx, role, path)
+        if loaded is not None:
+            return loaded
+        model, report = _train_alone(ctx, role)
+        _save_checkpoint(path, model, report)
+        return model, report
+    finally:
+        lock.release()
+
+
+def _train_alone(ctx: Context, role: str) -> tuple[Recommender, dict]:
     model = new_model(ctx, role)
     learner = make_learner(ctx, role, model)
     res = _fit(ctx, [learner], ctx.cfg.pretrain_epochs, phase=f"pretrain {role}")
     report = {"history": res.history, "seconds_train": res.seconds_train, "seconds_eval": res.seconds_eval,
               "epochs_run": res.epochs_run, "best_epoch": learner.best_epoch,
               "valid_best": {"N@50": learner.best_score}, "n_params": model.n_params(), "dim": model.dim}
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"state": model.state_dict(), "report": report}, tmp)
-        os.replace(tmp, path)
     return model, dict(report, cached=False)
+
+
+def _load_checkpoint(ctx: Context, role: str, path: Path) -> tuple[Recommender, dict] | None:
+    """A cached warm-up loaded as plain tensors and JSON (never code), or None; a file that does not load
+    safely and completely is discarded with a warning naming it (it is retrained)."""
+    if not path.exists():
+        return None
+    try:
+        blob = torch.load(path, map_location=ctx.device, weights_only=True)
+        if not (isinstance(blob, dict) and blob.get("format") == CHECKPOINT_FORMAT):
+            raise ValueError(f"not a format-{CHECKPOINT_FORMAT} warm-up checkpoint")
+        report = json.loads(blob["report"])
+        model = build_model(ctx.cfg.model, ctx.split, role_dim(ctx.cfg, role)).to(ctx.device)
+        model.load_state_dict(blob["state"])
+        model.eval()
+        return model, dict(report, cached=True)
+    except Exception as e:  # noqa: BLE001 - any failure means: do not trust the file
+        why = ("torch.load(weights_only=True) refused it" if isinstance(e, pickle.UnpicklingError)
+               else (str(e).strip().splitlines() or [""])[0][:200])
+        warnings.warn(f"discarding warm-up cache file {path}: it does not load safely as plain tensors "
+                      f"({type(e).__name__}: {why}); it is retrained", stacklevel=2)
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _save_checkpoint(path: Path, model: Recommender, report: dict) -> None:
+    """Store tensors plus the report as a JSON string (loadable with weights_only=True), atomically; a
+    failed write (disk full) only costs the cache entry, with a warning."""
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    blob = {"format": CHECKPOINT_FORMAT, "state": model.state_dict(),
+            "report": json.dumps({k: v for k, v in report.items() if k != "cached"})}
+    try:
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:     # torch's zip writer reports a full disk as RuntimeError
+        tmp.unlink(missing_ok=True)
+        warnings.warn(f"could not store the warm-up in the cache ({path}: {e.strerror or e}); continuing "
+                      "without caching it", stacklevel=2)
 
 
 def warm_learner(ctx: Context, role: str) -> tuple[Learner, dict]:

@@ -1,8 +1,10 @@
-"""Where a result came from: commit, library versions, device and time."""
+"""Where a result came from: commit, a fingerprint of the code that shapes training, library versions,
+device and time."""
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import platform
 import subprocess
 from pathlib import Path
@@ -10,6 +12,19 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
+PACKAGE = Path(__file__).resolve().parent
+# The modules whose code decides what a trained model is (SPEC §8): a result or cached warm-up made by other
+# versions of them is not reused. (runner, cli, config's defaults, ... are covered by the config itself.)
+TRAINING_MODULES: tuple[str, ...] = ("data.py", "models.py", "sampling.py", "bd.py", "methods.py", "train.py",
+                                     "metrics.py", "sparse.py")
+
+
+def _fingerprint(folder: Path = PACKAGE, names: tuple[str, ...] = TRAINING_MODULES) -> str:
+    """Short sha256 over the names and source bytes of the training modules."""
+    h = hashlib.sha256()
+    for name in names:
+        h.update(name.encode() + b"\0" + (folder / name).read_bytes() + b"\0")
+    return h.hexdigest()[:12]
 
 
 def git_commit() -> dict:
@@ -45,10 +60,17 @@ def device_name(device: "torch.device | str") -> str:
 # The commit of the code this process imported: a long grid keeps running the code it started
 # with even if HEAD moves on meanwhile, so that is the commit a result must name.
 _LOADED = git_commit()
+_FINGERPRINT = _fingerprint()
+
+
+def code_fingerprint() -> str:
+    """Fingerprint of the training modules this process imported (computed once, at import)."""
+    return _FINGERPRINT
 
 
 def provenance(device: "torch.device | str" = "cpu") -> dict:
     """A dict to store beside every result and at the end of every chapter (commit = the loaded code)."""
-    return {**_LOADED, "torch": torch.__version__, "python": platform.python_version(),
+    return {**_LOADED, "code_fingerprint": code_fingerprint(), "torch": torch.__version__,
+            "python": platform.python_version(),
             "device": str(device), "device_name": device_name(device),
             "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}

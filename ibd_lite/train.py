@@ -4,6 +4,7 @@ validation with early stopping on N@50, and the best checkpoint kept per model."
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -12,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .errors import DivergedError
 from .metrics import evaluate
 from .models import Recommender, eval_mode
 from .sampling import UnobservedSampler
@@ -194,6 +196,7 @@ def fit(learners: list[Learner], split, sampler: UnobservedSampler, *, epochs: i
         t0 = time.perf_counter()
         extra = on_epoch_start(epoch) if on_epoch_start else None
         losses = train_epoch(learners, split, sampler, neg_per_pos, batch_size)
+        check_finite_losses(learners, losses, phase, epoch + epoch_offset)
         entry = {"phase": phase, "epoch": epoch + epoch_offset, "loss": losses}
         if extra:
             entry.update(extra)
@@ -220,6 +223,23 @@ def fit(learners: list[Learner], split, sampler: UnobservedSampler, *, epochs: i
         l.restore_best()
         l.model.eval()
     return res
+
+
+def check_finite_losses(learners: list[Learner], losses: dict[str, dict[str, float]], phase: str,
+                        epoch: int) -> None:
+    """Stop with DivergedError when an epoch's CF or KD loss is NaN or infinite (never report a diverged model)."""
+    for l in learners:
+        bad = {kind: v for kind, v in losses[l.name].items() if not math.isfinite(v)}
+        if not bad:
+            continue
+        kind, value = next(iter(bad.items()))
+        suspects = f"lr={l.lr:g}, weight_decay={l.weight_decay:g}"
+        if l.kd is not None:
+            suspects += (f", the distillation weight (gamma_ts/gamma_st, rd_alpha or cd_lambda)={l.kd.coef:g}"
+                         + (f", tau={l.kd.tau:g}" if l.kd.giver is not None else ""))
+        raise DivergedError(f"training diverged: the {kind.upper()} loss of model {l.name!r} is {value} in phase "
+                            f"{phase!r} at epoch {epoch}. Suspect parameters: {suspects}; lower the learning rate "
+                            "or the distillation weight/temperature and run again")
 
 
 def _sync(device) -> None:

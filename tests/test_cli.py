@@ -72,9 +72,10 @@ def test_cuda_without_cuda_exits_2(capsys):
 
 
 def test_unknown_grid_experiment_exits_2(capsys, tmp_path):
-    code = main(["grid", "figure99", "--profile", "ci", "--device", "cpu", "--out-dir", str(tmp_path), "--quiet"])
+    with pytest.raises(SystemExit) as e:                       # argparse rejects it, listing the choices
+        main(["grid", "figure99", "--profile", "ci", "--device", "cpu", "--out-dir", str(tmp_path), "--quiet"])
     _, err = capsys.readouterr()
-    assert code == 2 and "figure99" in err and "table" in err
+    assert e.value.code == 2 and "figure99" in err and "table" in err
 
 
 def test_successful_run_writes_out_json(capsys, tmp_path):

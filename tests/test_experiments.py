@@ -66,14 +66,14 @@ def test_run_grid_resumes_finished_runs(tmp_path, monkeypatch):
             for s in (0, 1)]
     monkeypatch.setenv("IBD_CACHE_DIR", str(tmp_path / "cache"))
     first = E.run_grid(cfgs, tmp_path / "res", progress=False)
-    names = sorted(p.name for p in (tmp_path / "res").iterdir())
+    names = sorted(p.name for p in (tmp_path / "res").glob("*.json"))
     assert names == sorted(E.run_name(make_config(**c).to_dict()) for c in cfgs)
 
     def boom(*a, **kw):
         raise AssertionError("a finished run was redone")
 
-    monkeypatch.setattr(E, "run", boom)
     monkeypatch.setattr(runner, "run", boom)
+    monkeypatch.setattr(runner, "_execute", boom)
     again = E.run_grid(cfgs, tmp_path / "res", progress=False)
     assert [r["models"] for r in again] == [r["models"] for r in first]
 

@@ -30,7 +30,7 @@ def test_run_writes_result_json(tmp_path):
     out = tmp_path / "sub" / "r.json"
     res = run(SMALL, out, progress=False, cache=False)
     assert out.exists()
-    assert sorted(p.name for p in out.parent.iterdir()) == ["r.json"]        # no temporary file left
+    assert sorted(p.name for p in out.parent.iterdir()) == ["r.json", "r.json.lock"]   # no temporary file left
     stored = json.loads(out.read_text())
     assert stored == json.loads(json.dumps(res))
     for key in ("config", "history", "timing", "provenance", "models", "dataset"):
@@ -122,7 +122,8 @@ def test_corrupt_checkpoint_is_retrained(cache_dir):
     run(SMALL, progress=False)
     (ckpt,) = cache_dir.glob("*.pt")
     ckpt.write_bytes(b"not a checkpoint")
-    res = run(SMALL, progress=False)
+    with pytest.warns(UserWarning, match=f"discarding warm-up cache file .*{ckpt.name}"):
+        res = run(SMALL, progress=False)
     assert res["pretrain"]["student"]["cached"] is False
     assert ckpt.exists() and ckpt.stat().st_size > 100
 
