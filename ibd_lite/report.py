@@ -181,8 +181,13 @@ def comparisons(rows: dict[str, list], metrics: Sequence[str] = ("H@50", "N@50")
             recs.append({"B vs A": f"{b} vs {a}", "metric": m, "A": c["mean_a"], "B": c["mean_b"],
                          "B − A": c["mean"], "95% CI": f"[{c['lo']:+.4f}, {c['hi']:+.4f}]",
                          "change %": c["rel_pct"], "p": c["p"], "seeds": len(c["seeds"]),
-                         "verdict": c["verdict"]})
+                         "verdict": short_verdict(c)})
     return pd.DataFrame(recs)
+
+
+def short_verdict(ci: dict) -> str:
+    """'ahead', 'behind' or 'n.d.' (not distinguishable): B against A, from the interval alone."""
+    return "ahead" if ci["lo"] > 0 else "behind" if ci["hi"] < 0 else "n.d."
 
 
 def provenance_of(rows: dict[str, list[tuple[Run, str]]]) -> pd.DataFrame:
@@ -215,7 +220,8 @@ def render(results_dir: "str | Path", n_boot: int = 10_000) -> str:
             parts.append(summary(rows).to_string())
             try:
                 comp = comparisons(rows, n_boot=n_boot)
-                parts.append("\npaired differences (per-user, pooled over seeds; 95% bootstrap CI over users):")
+                parts.append("\npaired differences B − A (per user, pooled over seeds; 95% bootstrap CI over "
+                             "users; n.d. = not distinguishable: the interval holds 0):")
                 parts.append(comp.to_string(index=False))
             except ConfigError as e:
                 parts.append(f"\n(no paired comparison: {e})")
