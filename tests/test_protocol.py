@@ -178,3 +178,28 @@ def test_ablations_and_sweeps_are_not_table_rows(tmp_path):
     assert not is_table_config(_fake(tmp_path, "ibd", 0, ibd_variant="no-carry").config)
     assert not is_table_config(_fake(tmp_path, "ibd", 0, gamma_ts=0.1).config)
     assert not is_table_config(_fake(tmp_path, "bd", 0, bd_direction="released").config)
+
+
+# ---------------------------------------------------------------- what BD's soft labels ask of the receiver
+
+def test_distilled_pairs_and_label_push(synthetic_split):
+    import torch
+
+    from ibd_lite.analysis import distilled_pairs, label_push
+    from ibd_lite.models import build_model
+
+    s = synthetic_split
+    torch.manual_seed(0)
+    teacher, student = build_model("bprmf", s, 16), build_model("bprmf", s, 4)
+    pairs = distilled_pairs(teacher, student, s, eps_t=1e-2, eps_e=1e-4, tau=5.0, direction="st")
+    assert len(pairs) == 5 * int(s.train_counts.sum())               # S→T weights are positive everywhere
+    observed = s.train_mask(torch.tensor(pairs["user"].to_numpy()))
+    assert not observed[torch.arange(len(pairs)), torch.tensor(pairs["item"].to_numpy())].any()
+    assert pairs[["rank_T", "rank_S"]].min().min() >= 1
+    # exp(ε_e (rank_T − rank_S)) favours items the student ranks higher than the teacher
+    assert (pairs["rank_S"] < pairs["rank_T"]).mean() > 0.5
+    # targets σ(s/τ) of near-zero logits sit near 0.5, as do the receiver's own probabilities
+    assert pairs["target"].between(0, 1).all() and pairs["p_receiver"].between(0, 1).all()
+    push = label_push(pairs)
+    assert push["pairs (%)"].sum() == pytest.approx(100.0)
+    assert push["label above (%)"].dropna().between(0, 100).all()
