@@ -166,29 +166,37 @@ def refresh(plan: Plan) -> None:
 
 # ------------------------------------------------------------------------------------------ estimates
 
+class Estimator:
+    """Seconds a run takes: the mean recorded total time of finished runs of the same (profile, dataset,
+    model, method), else of the same (profile, method), else None; learns from runs as they finish."""
+
+    def __init__(self, out_dir: Path):
+        self.fine: dict[tuple, list[float]] = {}
+        self.coarse: dict[tuple, list[float]] = {}
+        for path in sorted(out_dir.glob("*.json")) if out_dir.is_dir() else []:
+            self.add(path)
+
+    def add(self, path: Path) -> None:
+        """Learn from one result file (ignored when it has no timing)."""
+        r = load_result(path)
+        try:
+            c, s = r["config"], float(r["timing"]["total_s"])
+        except (TypeError, KeyError, ValueError):
+            return
+        self.fine.setdefault((c["profile"], c["dataset"], c["model"], c["method"]), []).append(s)
+        self.coarse.setdefault((c["profile"], c["method"]), []).append(s)
+
+    def get(self, c: dict[str, Any]) -> float | None:
+        """Estimated seconds of config `c`."""
+        f = self.fine.get((c["profile"], c["dataset"], c["model"], c["method"]))
+        g = self.coarse.get((c["profile"], c["method"]))
+        return float(np.mean(f)) if f else float(np.mean(g)) if g else None
+
+
 def seconds_estimates(plan: Plan) -> list[float | None]:
-    """Estimated seconds of each pending run: the mean recorded total time of finished runs of the same
-    (profile, dataset, model, method) in the folder, else of the same (profile, method), else None."""
-    fine: dict[tuple, list[float]] = {}
-    coarse: dict[tuple, list[float]] = {}
-    for path in plan.out_dir.glob("*.json") if plan.out_dir.is_dir() else []:
-        _add_timing(path, fine, coarse)
-    out = []
-    for c, _ in plan.pending:
-        f = fine.get((plan.profile, c["dataset"], c["model"], c["method"]))
-        g = coarse.get((plan.profile, c["method"]))
-        out.append(float(np.mean(f)) if f else float(np.mean(g)) if g else None)
-    return out
-
-
-def _add_timing(path: Path, fine: dict, coarse: dict) -> None:
-    r = load_result(path)
-    try:
-        c, s = r["config"], float(r["timing"]["total_s"])
-    except (TypeError, KeyError, ValueError):
-        return
-    fine.setdefault((c["profile"], c["dataset"], c["model"], c["method"]), []).append(s)
-    coarse.setdefault((c["profile"], c["method"]), []).append(s)
+    """Estimated seconds of each pending run (see Estimator)."""
+    est = Estimator(plan.out_dir)
+    return [est.get(c) for c, _ in plan.pending]
 
 
 def format_seconds(s: float | None) -> str:
@@ -291,15 +299,15 @@ def train(plan: Plan, jobs: int = 1, progress: bool = True,
         raise ConfigError(f"jobs={jobs!r} is out of range: it must be an integer >= 1 (worker processes)")
     resolve_device(plan.device)                     # CUDA asked for but absent: a clear error before any work
     pending = sorted(plan.pending, key=lambda cn: _held(plan.out_dir / cn[1]))
-    est = dict(zip((n for _, n in plan.pending), seconds_estimates(plan)))
+    est = Estimator(plan.out_dir)
     outcome = Outcome(finished=list(plan.done))
-    left = {n for _, n in pending}
+    left = dict((n, c) for c, n in pending)
     took: list[float] = []
     bar = tqdm(total=len(pending), desc=f"reproduce {plan.profile}", unit="run", disable=not progress)
     t0 = [time.perf_counter()]
 
     def record(name: str, status: str, log: str | None) -> None:
-        left.discard(name)
+        left.pop(name, None)
         took.append(time.perf_counter() - t0[0])
         t0[0] = time.perf_counter()
         if status == "failed":
@@ -307,14 +315,15 @@ def train(plan: Plan, jobs: int = 1, progress: bool = True,
             tqdm.write(f"FAILED {name}: see {log}", file=sys.stderr)
         else:
             (outcome.trained if status == "trained" else outcome.finished).append(name)
+            est.add(plan.out_dir / name)
         fallback = float(np.mean(took)) * jobs if took else None
-        bar.set_postfix_str(f"left ≈ {format_seconds(time_left([est[n] for n in left], jobs, fallback))}")
+        bar.set_postfix_str(f"left ≈ {format_seconds(time_left(map(est.get, left.values()), jobs, fallback))}")
         bar.update()
         if on_done is not None:
             on_done(name, status)
 
     plan.out_dir.mkdir(parents=True, exist_ok=True)
-    bar.set_postfix_str(f"left ≈ {format_seconds(time_left(est.values(), jobs))}")
+    bar.set_postfix_str(f"left ≈ {format_seconds(time_left(map(est.get, left.values()), jobs))}")
     if jobs == 1:
         for c, n in pending:
             bar.set_description_str(f"{c['dataset']} {c['model']} {c['method']} s{c['seed']}")
