@@ -168,7 +168,8 @@ def refresh(plan: Plan) -> None:
 
 class Estimator:
     """Seconds a run takes: the mean recorded total time of finished runs of the same (profile, dataset,
-    model, method), else of the same (profile, method), else None; learns from runs as they finish."""
+    model, method), else of the same (profile, method), else of the profile, else None; learns from runs
+    as they finish."""
 
     def __init__(self, out_dir: Path):
         self.fine: dict[tuple, list[float]] = {}
@@ -185,11 +186,12 @@ class Estimator:
             return
         self.fine.setdefault((c["profile"], c["dataset"], c["model"], c["method"]), []).append(s)
         self.coarse.setdefault((c["profile"], c["method"]), []).append(s)
+        self.coarse.setdefault((c["profile"],), []).append(s)
 
     def get(self, c: dict[str, Any]) -> float | None:
         """Estimated seconds of config `c`."""
         f = self.fine.get((c["profile"], c["dataset"], c["model"], c["method"]))
-        g = self.coarse.get((c["profile"], c["method"]))
+        g = self.coarse.get((c["profile"], c["method"])) or self.coarse.get((c["profile"],))
         return float(np.mean(f)) if f else float(np.mean(g)) if g else None
 
 

@@ -82,7 +82,7 @@ def test_list_prints_one_runnable_command_per_pending_run(tmp_path, capsys, cach
         outs.append(Path(argv[argv.index("--out") + 1]).name)
     assert outs == plan.names                                      # file named by the config hash
     teacher = shlex.split(next(x for x in lines if "--method teacher" in x))
-    assert main(teacher[4:]) == 0                                   # run one as a cluster job would
+    assert main(teacher[3:]) == 0                                   # run one as a cluster job would
     capsys.readouterr()
     again = R.make_plan(out_dir=out, **ONE_TABLE)
     assert sorted(again.done) == [outs[0]] and len(again.pending) == 5
@@ -151,7 +151,7 @@ def test_dry_run_after_the_grid_and_a_deleted_file_retrains_only_that(killed_sto
     assert main([*argv, "--dry-run"]) == 0
     text = capsys.readouterr().out
     assert "6 in all, 5 finished, 1 to train" in text and gone.name in text
-    assert "estimated time with --jobs 1: " in text and "unknown" not in text   # the cd runs' recorded time
+    assert "estimated time with --jobs 1: " in text and "unknown" not in text   # the other runs' recorded time
     statuses = []
     outcome = R.train(R.make_plan(out_dir=out, **ONE_TABLE), progress=False,
                       on_done=lambda n, s: statuses.append((n, s)))
@@ -165,7 +165,11 @@ def test_dry_run_after_the_grid_and_a_deleted_file_retrains_only_that(killed_sto
     assert not R.make_plan(out_dir=out, **ONE_TABLE).pending
 
 
-def test_failed_run_is_logged_and_the_others_finish(tmp_path, capsys, cache_dir, monkeypatch):
+def test_failed_run_is_logged_and_the_others_finish(killed_store, tmp_path, capsys, cache_dir, monkeypatch):
+    out = tmp_path / "res"
+    shutil.copytree(killed_store[0], out)
+    for method in ("rd", "cd"):                                     # two runs to train, one of them fails
+        next(out.glob(f"*-{method}-*.json")).unlink()
     real = runner._execute
 
     def flaky(cfg, *a, **kw):
@@ -174,9 +178,8 @@ def test_failed_run_is_logged_and_the_others_finish(tmp_path, capsys, cache_dir,
         return real(cfg, *a, **kw)
 
     monkeypatch.setattr(runner, "_execute", flaky)
-    monkeypatch.setattr(R, "make_plan", functools.partial(R.make_plan, **dict(TINY, epochs=2)))
-    out = tmp_path / "res"
-    code = main(["reproduce", "--profile", "ci", "--only", "table-citeulike-t-neumf", "--seeds", "1", "--device",
+    monkeypatch.setattr(R, "make_plan", functools.partial(R.make_plan, **TINY))
+    code = main(["reproduce", "--profile", "ci", "--only", "table-citeulike-t-cdae", "--seeds", "1", "--device",
                  "cpu", "--out-dir", str(out), "--no-notebooks", "--quiet"])
     captured = capsys.readouterr()
     assert code == 1 and "1 run(s) and 0 notebook(s) failed" in captured.err
@@ -185,9 +188,10 @@ def test_failed_run_is_logged_and_the_others_finish(tmp_path, capsys, cache_dir,
     assert "-rd-" in name and Path(log) == R.log_path(out, name)
     text = Path(log).read_text()
     assert "Traceback" in text and "RuntimeError: boom in rd" in text and '"method": "rd"' in text
-    assert len(summary["trained"]) == 4 and not (out / name).exists()       # teacher, student, cd, bd
+    assert len(summary["trained"]) == 1 and "-cd-" in summary["trained"][0] and summary["reused"] == 4
+    assert not (out / name).exists()
     monkeypatch.setattr(runner, "_execute", real)                  # fixed: the rerun trains it, log removed
-    assert R.train(R.make_plan("ci", ["table-citeulike-t-neumf"], 1, "cpu", out), progress=False).trained == [name]
+    assert R.train(R.make_plan(out_dir=out, **ONE_TABLE), progress=False).trained == [name]
     assert not Path(log).exists()
 
 
