@@ -205,6 +205,12 @@ def test_round_floats_keeps_six_significant_digits():
     assert R.round_floats(R.round_floats(obj)) == R.round_floats(obj)
     result = {"schema": 3, "config": {"lr": 0.0012345678901}, "history": [{"loss": 1.0000001}]}
     assert R.compact(result) == {"schema": 3, "config": {"lr": 0.0012345678901}, "history": [{"loss": 1.0}]}
+    entry = {"round": 1, "overlap@N": 0.5, "overlap_per_user": {"z": "a"}, "list_stability_T": {"z": "b"},
+             "ts": {"total": {"sampled": 9}, "per_user": {"sampled": {"z": "c"}}}}
+    table_run = {"config": {"gamma_ts": 0.5, "gamma_st": 0.5}, "rounds": [entry]}
+    assert R.compact(table_run) == table_run                        # Figures 4-5 read these per-user logs
+    sweep = {"config": {"gamma_ts": 0.1, "gamma_st": 0.5}, "rounds": [entry]}
+    assert R.compact(sweep)["rounds"] == [{"round": 1, "overlap@N": 0.5, "ts": {"total": {"sampled": 9}}}]
 
 
 def test_stored_results_are_compact_and_still_finished(killed_store):
