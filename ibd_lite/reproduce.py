@@ -40,7 +40,6 @@ from .report import STUDENT_ROWS, Run, load_runs, means, standard_pairs, summary
 from .runner import is_finished, load_result, lock_path, write_json
 
 NOTEBOOKS = REPO / "book" / "reproduce"
-FIGURES = ("fig3", "fig4", "fig5", "fig6", "table7")
 SIG_DIGITS = 6                    # floats in a stored result's history, timing and metrics
 _UNCOMPACTED = ("schema", "config", "provenance", "dataset")
 _DEFAULT_GAMMA = 0.5
@@ -445,7 +444,7 @@ def execute_notebooks(plan: Plan, nb_dir: "str | Path", progress: bool = True) -
     nb_dir.mkdir(parents=True, exist_ok=True)
     failed = {}
     env_before = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env_before) if p)   # the kernel imports this ibd_lite
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env_before) if p)   # kernel: this ibd_lite
     try:
         for t, src, dst, params in notebook_jobs(plan, nb_dir):
             t0 = time.perf_counter()
@@ -559,8 +558,8 @@ def round_counts(runs: Sequence[Run], dataset: str, model: str, rounds: int = 10
 def gamma_grid(runs: Sequence[Run], dataset: str, model: str, metric: str = "H@50") -> pd.DataFrame:
     """Figure 6: seed means of a test metric per (γ_T→S, γ_S→T, role) of the iBD runs; refuses runs that
     differ in anything but the gammas, the seed and the device."""
-    mine = [r for r in runs if (r.config["dataset"], r.config["model"], r.config["method"]) == (dataset, model, "ibd")
-            and r.config.get("ibd_variant", "full") == "full"]
+    mine = [r for r in runs if r.config.get("ibd_variant", "full") == "full"
+            and (r.config["dataset"], r.config["model"], r.config["method"]) == (dataset, model, "ibd")]
     if not mine:
         raise ConfigError(f"no iBD runs for {dataset}/{model}: run `python -m ibd_lite reproduce --only fig6` first")
     rest = {json.dumps({k: v for k, v in r.config.items() if k not in ("gamma_ts", "gamma_st", "seed", "device")},
