@@ -84,7 +84,32 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--wds", type=float, nargs="+", default=None, help="default 1e-6 1e-5 1e-4")
     t.add_argument("--device", default="auto")
     t.add_argument("--quiet", action="store_true")
+    _add_reproduce_parser(sub)
     return parser
+
+
+def _add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
+    from .reproduce import targets
+
+    rp = sub.add_parser("reproduce", help="train what the paper's tables and figures need, then render them "
+                                          "with papermill (resumable; see ibd_lite.reproduce)",
+                        description="Train the missing runs of Tables 1-7 and Figures 3-6 (finished runs are kept), "
+                                    "then execute one notebook per table and figure (book/reproduce/).")
+    rp.add_argument("--profile", default="converged", help=_HELP["profile"] + " (default converged)")
+    rp.add_argument("--only", nargs="+", default=None, metavar="TARGET",
+                    help=f"some targets only: {', '.join(targets())}")
+    rp.add_argument("--seeds", type=int, default=None,
+                    help="seeds 0..N-1 everywhere (default 5 for citeulike-t/cdae, 3 elsewhere)")
+    rp.add_argument("--jobs", type=int, default=1, help="runs at once on this machine (cores // jobs threads each)")
+    rp.add_argument("--device", default="auto")
+    rp.add_argument("--out-dir", default=None, help="result folder (default results/<profile>)")
+    rp.add_argument("--nb-dir", default=None,
+                    help="executed notebooks (default book/reproduced/<profile>; build/reproduced/ci for ci)")
+    what = rp.add_mutually_exclusive_group()
+    what.add_argument("--dry-run", action="store_true", help="print what would train and the estimated time")
+    what.add_argument("--list", action="store_true", help="print one shell command per pending run (stdout)")
+    what.add_argument("--no-notebooks", action="store_true", help="train only, do not execute the notebooks")
+    rp.add_argument("--quiet", action="store_true")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -96,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_report(args)
         if args.command == "tune":
             return _cmd_tune(args)
+        if args.command == "reproduce":
+            return _cmd_reproduce(args)
         return _cmd_grid(args)
     except IBDError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -144,6 +171,31 @@ def _cmd_grid(args: argparse.Namespace) -> int:
                              jobs=args.jobs, on_done=lambda path, status: done[status].append(path.name))
     print(json.dumps({"experiment": args.experiment, "runs": len(results), "out_dir": args.out_dir,
                       "trained": sorted(done["trained"]), "reused": len(done["finished"])}, indent=1))
+    return 0
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from . import reproduce as R
+
+    plan = R.make_plan(args.profile, args.only, args.seeds, args.device, args.out_dir)
+    if args.list:
+        for line in R.list_commands(plan):
+            print(line)
+        return 0
+    if args.dry_run:
+        print(R.describe(plan, args.jobs))
+        return 0
+    outcome = R.train(plan, jobs=args.jobs, progress=not args.quiet)
+    R.compact_store(plan)
+    failed_nb = {} if args.no_notebooks else R.execute_notebooks(plan, args.nb_dir or R.default_nb_dir(args.profile),
+                                                                 progress=not args.quiet)
+    print(json.dumps({"profile": args.profile, "out_dir": str(plan.out_dir), "runs": len(plan.configs),
+                      "trained": sorted(outcome.trained), "reused": len(outcome.finished),
+                      "failed": outcome.failed, "failed_notebooks": failed_nb}, indent=1))
+    if outcome.failed or failed_nb:
+        print(f"error: {len(outcome.failed)} run(s) and {len(failed_nb)} notebook(s) failed (logs above); the "
+              "others are done. Fix the cause and rerun the same command to resume", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -33,6 +33,14 @@ TABLE_ROWS: tuple[tuple[str, str, str], ...] = (
 TABLE_DATASETS = ("citeulike-t", "foursquare-tky", "foursquare-nyc")
 TABLE_MODELS = ("cdae", "neumf")
 EXPERIMENTS = ("table", "ablation", "figure6", "direction")
+# Subsets of the table runs behind Figure 3 (curves) and Figures 4-5 (rounds): `reproduce` uses them.
+FIGURE_EXPERIMENTS = ("curves", "rounds")
+# The paper's choice of (dataset, model) for the figures (SPEC §7); other profiles than ci use these defaults.
+FIGURE_CELLS: dict[str, tuple[tuple[str, str], ...]] = {
+    "curves": (("citeulike-t", "cdae"),),                                  # Figure 3: BD vs iBD test curves
+    "rounds": (("foursquare-nyc", "cdae"), ("foursquare-tky", "neumf")),   # Figures 4-5: per-user round logs
+    "figure6": (("citeulike-t", "neumf"),),                                # Figure 6: gamma grid
+}
 
 
 def run_name(cfg_dict: dict[str, Any]) -> str:
@@ -121,25 +129,45 @@ def _worker_init(threads: int) -> None:
 def experiment_configs(name: str, *, profile: str = "quick", dataset: str | None = None,
                        model: str | None = None, seeds: Sequence[int] = (0, 1, 2), device: str = "auto",
                        **overrides: Any) -> list[dict[str, Any]]:
-    """The configs of a named experiment (see EXPERIMENTS)."""
+    """The configs of a named experiment (see EXPERIMENTS and FIGURE_EXPERIMENTS).
+
+    table / ablation / direction / figure6 run every table (dataset, model) unless restricted; curves (the BD
+    and iBD table runs behind Figure 3) and rounds (the iBD table runs behind Figures 4-5) default to the
+    paper's figure cells. At the ci profile every dataset is the synthetic one.
+    """
+    if name not in EXPERIMENTS + FIGURE_EXPERIMENTS:
+        raise choice_error("experiment", name, EXPERIMENTS + FIGURE_EXPERIMENTS)
     base = dict(profile=profile, device=device, **overrides)
-    datasets = [dataset] if dataset else (["synthetic"] if profile == "ci" else list(TABLE_DATASETS))
-    models = [model] if model else list(TABLE_MODELS)
+    cells = _cells(name, profile, dataset, model)
     if name == "table":
         methods = dict.fromkeys(m for _, m, _ in TABLE_ROWS)
         return [dict(base, dataset=d, model=m, method=meth, seed=s)
-                for d in datasets for m in models for s in seeds for meth in methods]
+                for d, m in cells for s in seeds for meth in methods]
+    if name in ("curves", "rounds"):
+        methods = ("bd", "ibd") if name == "curves" else ("ibd",)
+        return [dict(base, dataset=d, model=m, method=meth, seed=s)
+                for d, m in cells for s in seeds for meth in methods]
     if name == "ablation":
-        return [dict(base, dataset=d, model=m, seed=s, **v) for d in datasets for m in models for s in seeds
+        return [dict(base, dataset=d, model=m, seed=s, **v) for d, m in cells for s in seeds
                 for v in (dict(method="bd"), dict(method="ibd", ibd_variant="no-carry"), dict(method="ibd"))]
     if name == "direction":
         return [dict(base, dataset=d, model=m, seed=s, method="bd", bd_direction=dirn)
-                for d in datasets for m in models for s in seeds for dirn in ("paper", "released")]
-    if name == "figure6":
-        grid = (0.1, 0.5, 0.9)
-        return [dict(base, dataset=d, model=m, seed=s, method="ibd", gamma_ts=a, gamma_st=b)
-                for d in datasets for m in models for s in seeds for a in grid for b in grid]
-    raise choice_error("experiment", name, EXPERIMENTS)
+                for d, m in cells for s in seeds for dirn in ("paper", "released")]
+    grid = (0.1, 0.5, 0.9)                           # figure6
+    return [dict(base, dataset=d, model=m, seed=s, method="ibd", gamma_ts=a, gamma_st=b)
+            for d, m in cells for s in seeds for a in grid for b in grid]
+
+
+def _cells(name: str, profile: str, dataset: str | None, model: str | None) -> list[tuple[str, str]]:
+    """(dataset, model) pairs of an experiment: the given ones, else the figure's cells or every table cell."""
+    if name in ("curves", "rounds") and dataset is None and model is None:
+        pairs = list(FIGURE_CELLS[name])
+    else:
+        datasets = [dataset] if dataset else list(TABLE_DATASETS)
+        pairs = [(d, m) for d in datasets for m in ([model] if model else TABLE_MODELS)]
+    if profile == "ci" and dataset is None:          # ci: synthetic data stands in for every dataset
+        pairs = list(dict.fromkeys(("synthetic", m) for _, m in pairs))
+    return pairs
 
 
 def run_experiment(name: str, out_dir: "str | Path" = "results", progress: bool = True, jobs: int = 1,

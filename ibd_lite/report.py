@@ -196,7 +196,7 @@ def provenance_of(rows: dict[str, list[tuple[Run, str]]]) -> pd.DataFrame:
     for label, rs in rows.items():
         provs = [r.result.get("provenance", {}) for r, _ in rs]
         commits = sorted({p.get("commit", "unknown")[:10] + ("+dirty" if p.get("dirty") else "") for p in provs})
-        prints = sorted({p.get("fingerprint", "none") for p in provs})
+        prints = sorted({p.get("code_fingerprint", "none") for p in provs})
         recs.append({"row": label, "commits": " ".join(commits), "fingerprints": " ".join(prints),
                      "mixed": len(prints) > 1 or len(commits) > 1})
     return pd.DataFrame(recs).set_index("row")

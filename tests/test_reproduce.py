@@ -1,0 +1,281 @@
+"""Issue 10: `python -m ibd_lite reproduce` plans every run behind the paper's tables and figures, trains only
+what is missing (a killed grid resumes, a deleted file is retrained alone, a failed run is logged while the
+others finish), lists one command per pending run, keeps the store compact, and renders each table with
+papermill from exactly the numbers in the result files."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ibd_lite import experiments as E
+from ibd_lite import report, runner
+from ibd_lite import reproduce as R
+from ibd_lite.cli import main
+from ibd_lite.errors import ConfigError
+from ibd_lite.runner import is_finished, load_result
+
+REPO = Path(__file__).resolve().parent.parent
+# The smallest ci budget iBD accepts (rounds 4, refresh every 2 -> 10 epochs); budget keys only, so the runs
+# still count as table runs.
+TINY = dict(pretrain_epochs=2, epochs=10, eval_every=2)
+ONE_TABLE = dict(profile="ci", only=["table-citeulike-t-cdae"], seeds=1, device="cpu", **TINY)
+KILL_SCRIPT = """
+import sys
+from ibd_lite import reproduce as R
+plan = R.make_plan(out_dir=sys.argv[1], **{kw!r})
+R.train(plan, progress=False)
+"""
+
+
+# ------------------------------------------------------------------------------------------ plans
+
+def test_plan_of_the_paper_counts_dedupes_and_seeds(tmp_path):
+    plan = R.make_plan("converged", out_dir=tmp_path)
+    # Tables 1-6: 6 cells x 6 methods x (5 seeds for citeulike-t/cdae, 3 elsewhere) = 120; Figure 6 adds
+    # the 8 gamma cells other than (0.5, 0.5) on citeulike-t/neumf x 3 seeds = 24; figures 3-5 and Table 7
+    # reuse table runs.
+    assert len(plan.configs) == 6 * 5 + 30 * 3 + 8 * 3 == 144
+    assert len(set(plan.names)) == 144 and len(plan.pending) == 144 and not plan.done
+    seeds = {(c["dataset"], c["model"]): set() for c in plan.configs}
+    for c in plan.configs:
+        seeds[c["dataset"], c["model"]].add(c["seed"])
+    assert seeds[("citeulike-t", "cdae")] == set(range(5)) and seeds[("foursquare-nyc", "neumf")] == {0, 1, 2}
+    table = set(R.make_plan("converged", ["table-citeulike-t-neumf"], out_dir=tmp_path).names)
+    fig6 = set(R.make_plan("converged", ["fig6"], out_dir=tmp_path).names)
+    assert len(fig6) == 27 and len(fig6 & table) == 3            # the (0.5, 0.5) cell IS the table's iBD run
+    fig3 = R.make_plan("converged", ["fig3"], out_dir=tmp_path)
+    assert {c["method"] for c in fig3.configs} == {"bd", "ibd"} and len(fig3.configs) == 10
+    assert set(fig3.names) <= set(R.make_plan("converged", ["table-citeulike-t-cdae"], out_dir=tmp_path).names)
+    two = R.make_plan("converged", ["fig4", "fig5", "table7"], seeds=2, out_dir=tmp_path)
+    assert len(two.configs) == 6 * 6 * 2 and {c["seed"] for c in two.configs} == {0, 1}
+    ci = R.make_plan("ci", out_dir=tmp_path)       # ci: synthetic stands in for every dataset (cdae: 5 seeds)
+    assert {c["dataset"] for c in ci.configs} == {"synthetic"} and len(ci.configs) == 6 * 5 + 6 * 3 + 8 * 3
+    with pytest.raises(ConfigError, match="unknown target.*fig7.*valid targets are: table-citeulike-t-cdae"):
+        R.make_plan("ci", ["fig7"], out_dir=tmp_path)
+    with pytest.raises(ConfigError, match="seeds=0 is out of range"):
+        R.make_plan("ci", seeds=0, out_dir=tmp_path)
+
+
+def test_list_prints_one_runnable_command_per_pending_run(tmp_path, capsys, cache_dir, monkeypatch):
+    out = tmp_path / "res"
+    monkeypatch.setattr(R, "make_plan", functools.partial(R.make_plan, **TINY))
+    assert main(["reproduce", "--profile", "ci", "--only", "table-foursquare-nyc-cdae", "--seeds", "1",
+                 "--device", "cpu", "--out-dir", str(out), "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    plan = R.make_plan(out_dir=out, **ONE_TABLE)
+    assert len(lines) == 6
+    outs = []
+    for line in lines:
+        argv = shlex.split(line)
+        assert argv[:4] == ["python", "-m", "ibd_lite", "run"]
+        outs.append(Path(argv[argv.index("--out") + 1]).name)
+    assert outs == plan.names                                      # file named by the config hash
+    teacher = shlex.split(next(x for x in lines if "--method teacher" in x))
+    assert main(teacher[3:]) == 0                                   # run one as a cluster job would
+    capsys.readouterr()
+    again = R.make_plan(out_dir=out, **ONE_TABLE)
+    assert sorted(again.done) == [outs[0]] and len(again.pending) == 5
+    assert load_result(out / outs[0])["config"]["method"] == "teacher"
+
+
+# ------------------------------------------------------------------------------------------ kill, resume
+
+def _some_lock_held(folder: Path) -> bool:
+    return any(R._held(Path(str(p)[: -len(".lock")])) for p in folder.glob("*.json.lock"))
+
+
+@pytest.fixture(scope="module")
+def killed_store(tmp_path_factory):
+    """A one-table ci grid SIGKILLed in another process after its first result, while the next run trains;
+    then the same grid run here to completion. -> (folder, outcome of the rerun, names on disk at the kill)."""
+    base = tmp_path_factory.mktemp("killed")
+    out, cache = base / "res", base / "cache"
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", IBD_CACHE_DIR=str(cache))
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT.format(kw=ONE_TABLE), str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if list(out.glob("*.json")) and _some_lock_held(out):
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    at_kill = sorted(p.name for p in out.glob("*.json"))
+    old = os.environ.get("IBD_CACHE_DIR")
+    os.environ["IBD_CACHE_DIR"] = str(cache)
+    try:
+        outcome = R.train(R.make_plan(out_dir=out, **ONE_TABLE), progress=False)
+    finally:
+        os.environ.pop("IBD_CACHE_DIR") if old is None else os.environ.__setitem__("IBD_CACHE_DIR", old)
+    return out, outcome, at_kill
+
+
+def test_sigkilled_grid_resumes_with_every_result_valid(killed_store):
+    out, outcome, at_kill = killed_store
+    plan = R.make_plan(out_dir=out, **ONE_TABLE)
+    assert 1 <= len(at_kill) < 6
+    assert sorted(outcome.finished) == at_kill                      # what was done before the kill is kept
+    assert sorted(outcome.trained) == sorted(set(plan.names) - set(at_kill)) and not outcome.failed
+    files = sorted(out.glob("*.json"))
+    assert [p.name for p in files] == sorted(plan.names)
+    for p in files:
+        r = json.loads(p.read_text())                               # valid JSON of a finished run
+        assert is_finished(r, r["config"]) and p.name == E.run_name(r["config"])
+    assert not list(out.glob(".*.tmp")) and not list(out.glob("*.tmp"))
+    assert not plan.pending
+
+
+def test_dry_run_after_the_grid_and_a_deleted_file_retrains_only_that(killed_store, tmp_path, capsys,
+                                                                      cache_dir, monkeypatch):
+    out = tmp_path / "res"
+    shutil.copytree(killed_store[0], out)
+    monkeypatch.setattr(R, "make_plan", functools.partial(R.make_plan, **TINY))
+    argv = ["reproduce", "--profile", "ci", "--only", "table-citeulike-t-cdae", "--seeds", "1", "--device", "cpu",
+            "--out-dir", str(out)]
+    assert main([*argv, "--dry-run"]) == 0
+    assert "6 in all, 6 finished, 0 to train" in capsys.readouterr().out
+    gone = next(p for p in out.glob("*-cd-*.json"))
+    gone.unlink()
+    assert main([*argv, "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "6 in all, 5 finished, 1 to train" in text and gone.name in text
+    assert "estimated time with --jobs 1: " in text and "unknown" not in text   # the other runs' recorded time
+    statuses = []
+    outcome = R.train(R.make_plan(out_dir=out, **ONE_TABLE), progress=False,
+                      on_done=lambda n, s: statuses.append((n, s)))
+    assert statuses == [(gone.name, "trained")] and outcome.trained == [gone.name]
+    assert len(outcome.finished) == 5 and gone.exists()
+    # a finished result made on another device is the same run (files from a GPU cluster merge in)
+    r = json.loads(gone.read_text())
+    r["config"]["device"] = "cuda"
+    gone.unlink()
+    runner.write_json(out / "merged-from-gpu.json", r)
+    assert not R.make_plan(out_dir=out, **ONE_TABLE).pending
+
+
+def test_failed_run_is_logged_and_the_others_finish(killed_store, tmp_path, capsys, cache_dir, monkeypatch):
+    out = tmp_path / "res"
+    shutil.copytree(killed_store[0], out)
+    for method in ("rd", "cd"):                                     # two runs to train, one of them fails
+        next(out.glob(f"*-{method}-*.json")).unlink()
+    real = runner._execute
+
+    def flaky(cfg, *a, **kw):
+        if cfg.method == "rd":
+            raise RuntimeError("boom in rd")
+        return real(cfg, *a, **kw)
+
+    monkeypatch.setattr(runner, "_execute", flaky)
+    monkeypatch.setattr(R, "make_plan", functools.partial(R.make_plan, **TINY))
+    code = main(["reproduce", "--profile", "ci", "--only", "table-citeulike-t-cdae", "--seeds", "1", "--device",
+                 "cpu", "--out-dir", str(out), "--no-notebooks", "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 1 and "1 run(s) and 0 notebook(s) failed" in captured.err
+    summary = json.loads(captured.out)
+    (name, log), = summary["failed"].items()
+    assert "-rd-" in name and Path(log) == R.log_path(out, name)
+    text = Path(log).read_text()
+    assert "Traceback" in text and "RuntimeError: boom in rd" in text and '"method": "rd"' in text
+    assert len(summary["trained"]) == 1 and "-cd-" in summary["trained"][0] and summary["reused"] == 4
+    assert not (out / name).exists()
+    monkeypatch.setattr(runner, "_execute", real)                  # fixed: the rerun trains it, log removed
+    assert R.train(R.make_plan(out_dir=out, **ONE_TABLE), progress=False).trained == [name]
+    assert not Path(log).exists()
+
+
+# ------------------------------------------------------------------------------------------ compact store
+
+def test_round_floats_keeps_six_significant_digits():
+    obj = {"a": 0.2966666666666667, "b": [15892.18994140625, 3, "x"], "c": {"z": "eNpN1", "shape": [300]},
+           "d": 1.23456789e-7, "e": True}
+    assert R.round_floats(obj) == {"a": 0.296667, "b": [15892.2, 3, "x"], "c": {"z": "eNpN1", "shape": [300]},
+                                   "d": 1.23457e-07, "e": True}
+    assert R.round_floats(R.round_floats(obj)) == R.round_floats(obj)
+    result = {"schema": 3, "config": {"lr": 0.0012345678901}, "history": [{"loss": 1.0000001}]}
+    assert R.compact(result) == {"schema": 3, "config": {"lr": 0.0012345678901}, "history": [{"loss": 1.0}]}
+    entry = {"round": 1, "overlap@N": 0.5, "overlap_per_user": {"z": "a"}, "list_stability_T": {"z": "b"},
+             "ts": {"total": {"sampled": 9}, "per_user": {"sampled": {"z": "c"}}}}
+    table_run = {"config": {"gamma_ts": 0.5, "gamma_st": 0.5}, "rounds": [entry]}
+    assert R.compact(table_run) == table_run                        # Figures 4-5 read these per-user logs
+    sweep = {"config": {"gamma_ts": 0.1, "gamma_st": 0.5}, "rounds": [entry]}
+    assert R.compact(sweep)["rounds"] == [{"round": 1, "overlap@N": 0.5, "ts": {"total": {"sampled": 9}}}]
+
+
+def test_stored_results_are_compact_and_still_finished(killed_store):
+    out = killed_store[0]
+    for p in out.glob("*.json"):
+        r = json.loads(p.read_text())
+        assert R.compact(r) == r and is_finished(r, r["config"]), p.name
+
+
+# ------------------------------------------------------------------------------------------ notebooks
+
+def glued(nb: dict) -> dict:
+    """name -> text/plain of every myst-nb glue output of an executed notebook."""
+    out = {}
+    for cell in nb["cells"]:
+        for o in cell.get("outputs", []):
+            meta = o.get("metadata", {}).get("scrapbook")
+            if meta:
+                out[meta["name"]] = o["data"][meta["mime_prefix"] + "text/plain"]
+    return out
+
+
+def output_lines(nb: dict) -> list[str]:
+    lines = []
+    for cell in nb["cells"]:
+        for o in cell.get("outputs", []):
+            text = o.get("text") or o.get("data", {}).get("text/plain", "")
+            lines += "".join(text).splitlines()
+    return lines
+
+
+def test_table_notebook_renders_the_numbers_of_the_result_files(killed_store, tmp_path):
+    import papermill as pm
+
+    out = killed_store[0]
+    dst = tmp_path / "table.ipynb"
+    env_before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(REPO)
+    try:
+        pm.execute_notebook(str(R.NOTEBOOKS / "table.ipynb"), str(dst), cwd=str(R.NOTEBOOKS), progress_bar=False,
+                            parameters=dict(dataset="citeulike-t", model="cdae", profile="ci", seeds=1,
+                                            results_dir=str(out), n_boot=200))
+    finally:
+        os.environ.pop("PYTHONPATH") if env_before is None else os.environ.__setitem__("PYTHONPATH", env_before)
+    nb = json.loads(dst.read_text())
+    values = glued(nb)
+    rows = report.table_rows(report.load_runs(out), "synthetic", "cdae")
+    means = report.means(rows)
+    assert len(rows) == 8 and values["n_seeds"] == "1"
+    for label in means.index:
+        for metric in E.METRICS:
+            key = f"mean_{label.replace('-', '_')}_{metric.replace('@', '')}"
+            assert float(values[key]) == means.loc[label, metric], key
+    imp = R.improvements(rows)
+    assert float(values["Improv_BD_S_H50"]) == imp.loc["Improv.BD-S", "H@50"]
+    assert any("equal the 6 result files" in line for line in output_lines(nb))
+    assert max(map(len, output_lines(nb))) <= 100
+
+
+# ------------------------------------------------------------------------------------------ GPU check
+
+def test_gpu_check_refuses_cleanly_without_cuda(tmp_path):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(REPO))
+    p = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), str(tmp_path / "gpu")], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 3
+    assert "no CUDA device" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "gpu").exists()                         # nothing started
