@@ -32,7 +32,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import experiments as E
-from .codec import decode
+from .codec import compact, decode
 from .config import PROFILES, make_config, resolve_device
 from .errors import ConfigError, choice_error
 from .provenance import REPO
@@ -40,9 +40,6 @@ from .report import STUDENT_ROWS, Run, load_runs, means, standard_pairs, summary
 from .runner import is_finished, load_result, lock_path, write_json
 
 NOTEBOOKS = REPO / "book" / "reproduce"
-SIG_DIGITS = 6                    # floats in a stored result's history, timing and metrics
-_UNCOMPACTED = ("schema", "config", "provenance", "dataset")
-_DEFAULT_GAMMA = 0.5
 
 
 @dataclass(frozen=True)
@@ -365,35 +362,6 @@ def _held(path: Path) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ compact store
-
-def round_floats(obj: Any, digits: int = SIG_DIGITS) -> Any:
-    """A copy with every float rounded to `digits` significant digits (ints, strings, encodings unchanged)."""
-    if isinstance(obj, float):
-        return float(f"{obj:.{digits}g}") if math.isfinite(obj) else obj
-    if isinstance(obj, dict):
-        return {k: round_floats(v, digits) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [round_floats(v, digits) for v in obj]
-    return obj
-
-
-def compact(result: dict, digits: int = SIG_DIGITS) -> dict:
-    """A result with its measured floats (history, metrics, timing, round logs) at `digits` significant
-    digits; config, provenance and schema stay exact, so the file is still the same finished run. An iBD
-    run of the γ sweep (Figure 6, γ other than the defaults) keeps its per-round totals but not the per-user
-    round arrays, which no figure uses (they are most of a sweep's size: ~1.3 MB a run on CiteULike-t)."""
-    out = {k: v if k in _UNCOMPACTED else round_floats(v, digits) for k, v in result.items()}
-    c = result.get("config", {})
-    if "rounds" in out and (c.get("gamma_ts"), c.get("gamma_st")) != (_DEFAULT_GAMMA, _DEFAULT_GAMMA):
-        out["rounds"] = [{k: v for k, v in _without_per_user(e).items() if not k.endswith("_per_user")
-                          and not k.startswith("list_stability_")} for e in out["rounds"]]
-    return out
-
-
-def _without_per_user(entry: dict) -> dict:
-    return {k: ({kk: vv for kk, vv in v.items() if kk != "per_user"} if isinstance(v, dict) else v)
-            for k, v in entry.items()}
-
 
 def compact_file(path: Path) -> bool:
     """Rewrite a finished result compacted (atomically, under its lock); False when nothing changed or

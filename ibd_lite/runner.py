@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import torch
 from filelock import FileLock, Timeout
 
+from .codec import compact
 from .config import Config, make_config
 from .data import load_split
 from .download import clean_stale_tmp
@@ -100,6 +101,7 @@ def _execute(cfg: Config, out: Path | None, progress: bool, cache_dir: Path | No
     result = {"schema": RESULT_SCHEMA, "config": cfg.to_dict(), "dataset": split.summary(), **body,
               "provenance": provenance(device)}
     result["timing"]["total_s"] = time.perf_counter() - t0
+    result = compact(result)              # measured floats at 6 significant digits: a store that fits in git
     check_finite_result(result)
     if out is not None:
         save_result(out, result)

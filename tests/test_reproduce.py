@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from ibd_lite import codec as C
 from ibd_lite import experiments as E
 from ibd_lite import report, runner
 from ibd_lite import reproduce as R
@@ -200,24 +201,24 @@ def test_failed_run_is_logged_and_the_others_finish(killed_store, tmp_path, caps
 def test_round_floats_keeps_six_significant_digits():
     obj = {"a": 0.2966666666666667, "b": [15892.18994140625, 3, "x"], "c": {"z": "eNpN1", "shape": [300]},
            "d": 1.23456789e-7, "e": True}
-    assert R.round_floats(obj) == {"a": 0.296667, "b": [15892.2, 3, "x"], "c": {"z": "eNpN1", "shape": [300]},
+    assert C.round_floats(obj) == {"a": 0.296667, "b": [15892.2, 3, "x"], "c": {"z": "eNpN1", "shape": [300]},
                                    "d": 1.23457e-07, "e": True}
-    assert R.round_floats(R.round_floats(obj)) == R.round_floats(obj)
+    assert C.round_floats(C.round_floats(obj)) == C.round_floats(obj)
     result = {"schema": 3, "config": {"lr": 0.0012345678901}, "history": [{"loss": 1.0000001}]}
-    assert R.compact(result) == {"schema": 3, "config": {"lr": 0.0012345678901}, "history": [{"loss": 1.0}]}
+    assert C.compact(result) == {"schema": 3, "config": {"lr": 0.0012345678901}, "history": [{"loss": 1.0}]}
     entry = {"round": 1, "overlap@N": 0.5, "overlap_per_user": {"z": "a"}, "list_stability_T": {"z": "b"},
              "ts": {"total": {"sampled": 9}, "per_user": {"sampled": {"z": "c"}}}}
     table_run = {"config": {"gamma_ts": 0.5, "gamma_st": 0.5}, "rounds": [entry]}
-    assert R.compact(table_run) == table_run                        # Figures 4-5 read these per-user logs
+    assert C.compact(table_run) == table_run                        # Figures 4-5 read these per-user logs
     sweep = {"config": {"gamma_ts": 0.1, "gamma_st": 0.5}, "rounds": [entry]}
-    assert R.compact(sweep)["rounds"] == [{"round": 1, "overlap@N": 0.5, "ts": {"total": {"sampled": 9}}}]
+    assert C.compact(sweep)["rounds"] == [{"round": 1, "overlap@N": 0.5, "ts": {"total": {"sampled": 9}}}]
 
 
 def test_stored_results_are_compact_and_still_finished(killed_store):
     out = killed_store[0]
     for p in out.glob("*.json"):
         r = json.loads(p.read_text())
-        assert R.compact(r) == r and is_finished(r, r["config"]), p.name
+        assert C.compact(r) == r and is_finished(r, r["config"]), p.name
 
 
 # ------------------------------------------------------------------------------------------ notebooks
