@@ -24,11 +24,11 @@ ALIASES = {"bpr": "bprmf", "bpr-mf": "bprmf", "mf": "bprmf"}
 NEG_PER_POS = {"cdae": 5, "neumf": 4, "bprmf": 1}
 BD_TAU = {"cdae": 2.0, "neumf": 5.0, "bprmf": 5.0}
 BD_EPS_T = {"cdae": 1e-4, "neumf": 1e-2, "bprmf": 1e-2}
-# NeuMF.score_all's tiles of [users, items, dim] hidden activations: on the CPU 8 users × 512 items
-# (800 KB, about one core's L2 cache: the tower's matmul then reads cache, not memory); on a GPU all items
-# and up to 1 GB.
-_NEUMF_ITEM_TILE = {"cpu": 512}
-_NEUMF_CHUNK_FLOATS = {"cpu": 8 * 512 * 50, "cuda": 1 << 28}
+# NeuMF.score_all's tiles of [users, items, dim] hidden activations, in floats: on the CPU about 4 MB
+# (in cache, so the tower's matmul reads cache rather than memory, with few enough ops that per-op
+# overhead stays small); on a GPU up to 1 GB. Tiles span all items unless _NEUMF_ITEM_TILE says otherwise.
+_NEUMF_ITEM_TILE: dict[str, int] = {}
+_NEUMF_CHUNK_FLOATS = {"cpu": 1 << 20, "cuda": 1 << 28}
 
 
 def resolve_model(name: str) -> str:
