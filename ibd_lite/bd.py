@@ -11,10 +11,13 @@ from dataclasses import dataclass, field
 import torch
 
 from .models import Recommender, eval_mode
-from .sampling import CdfSampler, bd_weights, ranks_from_scores
+from .sampling import CdfSampler, bd_weights_into, ranks_from_scores
 from .sparse import counts_to_indptr, indptr_to_rows
 
 DIRS = ("ts", "st")   # T→S: the student receives; S→T: the teacher receives
+# Largest ε for which a refresh ranks 16-bit quantised scores: a rank off by k positions changes a weight
+# by a factor within exp(±2εk), and tests/test_bd_speed.py bounds the total-variation distance on real data.
+APPROX_EPS_MAX = 1e-3
 
 
 @dataclass
@@ -30,12 +33,16 @@ class Refresh:
 @torch.no_grad()
 def refresh(teacher: Recommender, student: Recommender, split, *, eps_t: float, eps_e: float,
             direction: str, top_n: int, device, queries: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
-            keep_lists: bool = False, batch_users: int = 256) -> Refresh:
+            keep_lists: bool = False, batch_users: int = 256, exact: bool | None = None) -> Refresh:
     """Ranks of both models for every user (1 = top unobserved item) -> BD samplers and iBD look-ups.
 
     `queries` maps a direction to (users, items) pairs, sorted by user, whose teacher and student
-    ranks are needed (iBD's feedback check).
+    ranks are needed (iBD's feedback check). `exact=None` ranks exactly only when some ε exceeds
+    `APPROX_EPS_MAX` (see `ranks_from_scores(exact=False)`; the query ranks and top-N lists come from
+    the same ranks).
     """
+    if exact is None:
+        exact = max(eps_t, eps_e) > APPROX_EPS_MAX
     n_u, n_i = split.n_users, split.n_items
     cdf = {d: torch.empty((n_u, n_i), dtype=torch.float32, device=device) for d in DIRS}
     overlap = torch.empty(n_u, device=device)
@@ -47,18 +54,19 @@ def refresh(teacher: Recommender, student: Recommender, split, *, eps_t: float, 
     with eval_mode(teacher, student):
         for lo in range(0, n_u, batch_users):
             users = torch.arange(lo, min(lo + batch_users, n_u), device=device)
+            hi = lo + len(users)
             observed = split.train_mask(users.cpu()).to(device)
-            r_t = ranks_from_scores(teacher.score_all(users), observed).to(device)     # [b, n_items] int32
-            r_s = ranks_from_scores(student.score_all(users), observed).to(device)
-            w_ts, w_st = bd_weights(r_t, r_s, ~observed, eps_t, eps_e, direction)
-            cdf["ts"][lo:lo + len(users)] = w_ts.cumsum_(1)
-            cdf["st"][lo:lo + len(users)] = w_st.cumsum_(1)
-            overlap[lo:lo + len(users)] = ((r_t <= n) & (r_s <= n)).sum(1).float() / n
+            r_t = ranks_from_scores(teacher.score_all(users), observed, exact=exact).to(device)   # [b, n_items]
+            r_s = ranks_from_scores(student.score_all(users), observed, exact=exact).to(device)
+            bd_weights_into(cdf["ts"][lo:hi], cdf["st"][lo:hi], r_t, r_s, observed, eps_t, eps_e, direction)
+            cdf["ts"][lo:hi].cumsum_(1)
+            cdf["st"][lo:hi].cumsum_(1)
+            overlap[lo:hi] = ((r_t <= n) & (r_s <= n)).sum(1).float() / n
             if keep_lists:
-                lists["T"][lo:lo + len(users)] = torch.topk(-r_t, n, dim=1).indices
-                lists["S"][lo:lo + len(users)] = torch.topk(-r_s, n, dim=1).indices
+                lists["T"][lo:hi] = torch.topk(-r_t, n, dim=1).indices
+                lists["S"][lo:hi] = torch.topk(-r_s, n, dim=1).indices
             for d, (qu, qi) in queries.items():
-                a, b = torch.searchsorted(qu, torch.tensor([lo, lo + len(users)], device=qu.device)).tolist()
+                a, b = torch.searchsorted(qu, torch.tensor([lo, hi], device=qu.device)).tolist()
                 if b > a:
                     rows = qu[a:b] - lo
                     q_out[d][0][a:b] = r_t[rows, qi[a:b]]

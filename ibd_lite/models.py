@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import choice_error
-from .sparse import csr_gather
+from .sparse import csr_gather, unique_ids
 
 MODELS: tuple[str, ...] = ("cdae", "neumf", "bprmf")
 ALIASES = {"bpr": "bprmf", "bpr-mf": "bprmf", "mf": "bprmf"}
@@ -24,9 +24,11 @@ ALIASES = {"bpr": "bprmf", "bpr-mf": "bprmf", "mf": "bprmf"}
 NEG_PER_POS = {"cdae": 5, "neumf": 4, "bprmf": 1}
 BD_TAU = {"cdae": 2.0, "neumf": 5.0, "bprmf": 5.0}
 BD_EPS_T = {"cdae": 1e-4, "neumf": 1e-2, "bprmf": 1e-2}
-# Memory budget (floats) for one chunk of NeuMF's [users, items, dim] hidden activations:
-# 128 MB on the CPU, 1 GB on a GPU.
-_NEUMF_CHUNK_FLOATS = {"cpu": 1 << 25, "cuda": 1 << 28}
+# NeuMF.score_all's tiles of [users, items, dim] hidden activations, in floats: on the CPU about 4 MB
+# (in cache, so the tower's matmul reads cache rather than memory, with few enough ops that per-op
+# overhead stays small); on a GPU up to 1 GB. Tiles span all items unless _NEUMF_ITEM_TILE says otherwise.
+_NEUMF_ITEM_TILE: dict[str, int] = {}
+_NEUMF_CHUNK_FLOATS = {"cpu": 1 << 20, "cuda": 1 << 28}
 
 
 def resolve_model(name: str) -> str:
@@ -127,7 +129,7 @@ class CDAE(Recommender):
         return self.encode(users) @ self.dec.weight.T + self.dec_bias   # [b, n_items]
 
     def pair_logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        uniq, inv = torch.unique(users, return_inverse=True)        # one dropout mask per user per call
+        uniq, inv = unique_ids(users, self.n_users)                 # one dropout mask per user per call
         z = self.encode(uniq)
         return (z.index_select(0, inv) * rows(self.dec, items)).sum(-1) + self.dec_bias.index_select(0, items)
 
@@ -156,20 +158,33 @@ class NeuMF(Recommender):
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         # fc1 on [p'_u; q'_i] splits into a user part and an item part, so the first layer is
-        # computed once per user and once per item instead of once per pair.
+        # computed once per user and once per item instead of once per pair. The MLP tower then runs
+        # on tiles of (users × items) whose hidden activations fit in a core's cache, in buffers
+        # allocated once per call.
         d, w_out = self.dim, self.out.weight[0]
         w1u, w1i = self.fc1.weight[:, :d], self.fc1.weight[:, d:]
         a = self.pm(users) @ w1u.T + self.fc1.bias                   # [b, d]
         b_items = self.qm.weight @ w1i.T                             # [n_items, d]
-        gmf = (self.p(users) * w_out[:d]) @ self.q.weight.T          # [b, n_items]
-        budget = _NEUMF_CHUNK_FLOATS.get(users.device.type, _NEUMF_CHUNK_FLOATS["cpu"])
-        chunk = max(1, budget // (self.n_items * d))
-        parts = []
+        out = (self.p(users) * w_out[:d]) @ self.q.weight.T          # [b, n_items]: the GMF part
+        dev = users.device.type
+        n = self.n_items
+        tile = min(n, _NEUMF_ITEM_TILE.get(dev, n))
+        chunk = max(1, _NEUMF_CHUNK_FLOATS.get(dev, _NEUMF_CHUNK_FLOATS["cpu"]) // (tile * d))
+        chunk = min(chunk, len(users))
+        half = self.fc2.out_features
+        h1 = out.new_empty((chunk, tile, d))
+        h2 = out.new_empty((chunk * tile, half))
+        tower = out.new_empty(chunk * tile)
+        w2t, b2, w3 = self.fc2.weight.T.contiguous(), self.fc2.bias, w_out[d:].contiguous()
         for s in range(0, len(users), chunk):
-            h = F.relu(a[s:s + chunk, None, :] + b_items[None])      # [c, n_items, d]
-            h = F.relu(h @ self.fc2.weight.T + self.fc2.bias)        # [c, n_items, d/2]
-            parts.append(h @ w_out[d:])                              # [c, n_items]
-        return gmf + torch.cat(parts) + self.out.bias
+            c = min(chunk, len(users) - s)
+            for i in range(0, n, tile):
+                t = min(tile, n - i)
+                x1, x2, y = h1[:c, :t], h2[:c * t], tower[:c * t]
+                torch.add(a[s:s + c, None, :], b_items[None, i:i + t], out=x1).relu_()    # [c, t, d]
+                torch.mm(x1.reshape(c * t, d), w2t, out=x2).add_(b2).relu_()              # [c·t, d/2]
+                out[s:s + c, i:i + t] += torch.mv(x2, w3, out=y).view(c, t)
+        return out.add_(self.out.bias)
 
 
 class BPRMF(Recommender):

@@ -34,3 +34,11 @@ def indptr_to_rows(indptr: torch.Tensor) -> torch.Tensor:
 def counts_to_indptr(counts: torch.Tensor) -> torch.Tensor:
     """CSR row pointers [n+1] from per-row counts [n]."""
     return torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+
+
+def unique_ids(ids: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.unique(ids, return_inverse=True) for ids in [0, n), by marking instead of sorting (O(n + len))."""
+    present = torch.zeros(n, dtype=torch.bool, device=ids.device)
+    present[ids] = True
+    slot = torch.cumsum(present, 0) - 1                     # position of each present id among the present ones
+    return present.nonzero().squeeze(1), slot[ids]

@@ -43,8 +43,10 @@ def test_score_all_shape_and_pair_logits_agree(name, dim, synthetic_split):
     torch.testing.assert_close(pairs, full[pu, pi], rtol=1e-4, atol=1e-4)
 
 
-def test_neumf_score_all_chunks_agree(synthetic_split, monkeypatch):
-    """score_all splits users into chunks under a memory budget; a tiny budget gives the same scores."""
+@pytest.mark.parametrize("tile,users_per_chunk", [(100, 3), (390, 1), (7, 37)])
+def test_neumf_score_all_tiles_agree_with_pair_logits(synthetic_split, monkeypatch, tile, users_per_chunk):
+    """score_all runs the MLP tower on (users × items) tiles with ragged edges; every tiling gives the
+    scores of the plain per-pair forward pass."""
     from ibd_lite import models as M
 
     torch.manual_seed(0)
@@ -52,15 +54,14 @@ def test_neumf_score_all_chunks_agree(synthetic_split, monkeypatch):
     spread_weights(model, 5)
     model.eval()
     users = torch.arange(37)
+    n = synthetic_split.n_items
     with torch.no_grad():
-        ref = model.score_all(users)
-        budget = synthetic_split.n_items * 8 * 3                                       # 3 users per chunk
-        if isinstance(M._NEUMF_CHUNK_FLOATS, dict):                                   # per device type
-            monkeypatch.setattr(M, "_NEUMF_CHUNK_FLOATS", {k: budget for k in M._NEUMF_CHUNK_FLOATS})
-        else:
-            monkeypatch.setattr(M, "_NEUMF_CHUNK_FLOATS", budget)
-        chunked = model.score_all(users)
-    torch.testing.assert_close(chunked, ref)
+        ref = model.pair_logits(users.repeat_interleave(n), torch.arange(n).repeat(len(users))).view(len(users), n)
+        monkeypatch.setattr(M, "_NEUMF_ITEM_TILE", {"cpu": tile})
+        monkeypatch.setattr(M, "_NEUMF_CHUNK_FLOATS", {"cpu": tile * 8 * users_per_chunk})
+        tiled = model.score_all(users)
+    assert ref.std() > 0.1
+    torch.testing.assert_close(tiled, ref, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", MODELS)
