@@ -131,15 +131,18 @@ class Chapter:
 
     def warmup_models(self, split) -> tuple[torch.nn.Module, torch.nn.Module]:
         """The warm-up teacher and student (cached; trained first when missing, with a time estimate)."""
-        from .methods import Context, pretrain
+        from .methods import Context, pretrain, pretrain_key
         from .runner import default_cache_dir
         from .sampling import UnobservedSampler
 
-        took = warmup_seconds(self.out_dir, self.cfg)
-        if took:
-            print(f"Warm-up models: loaded from the cache, or trained now (measured before: about "
-                  f"{format_duration(took)}).", flush=True)
         dev = torch.device(self.cfg.device)
+        c = self.cfg
+        names = [f"{c.dataset}-{c.model}-{role}-{pretrain_key(c, role, dev)}.pt" for role in ("teacher", "student")]
+        cached = all((default_cache_dir() / name).exists() for name in names)
+        if not cached:
+            took = warmup_seconds(self.out_dir, c)
+            print("The warm-up models are not cached yet: training them now"
+                  + (f" (measured before: about {format_duration(took)})." if took else "."), flush=True)
         ctx = Context(self.cfg, split, dev, UnobservedSampler(split, dev), progress=False,
                       cache_dir=default_cache_dir())
         teacher, student = (pretrain(ctx, role)[0].eval() for role in ("teacher", "student"))
@@ -331,9 +334,18 @@ def mean_pm_sd(values, decimals: int = 3) -> str:
 @torch.no_grad()
 def topk_latency(model: torch.nn.Module, split, k: int = 50, batch_users: int = 256, repeats: int = 5,
                  device: "torch.device | str" = "cpu") -> dict[str, float]:
-    """Median seconds to return the top-k unseen items for one batch of users (score, mask, top-k),
-    and the memory that needs: parameters and the batch's score matrix, in MB (float32)."""
-    dev = torch.device(device)
+    """Median milliseconds to return the top-k unseen items for one batch of users (score, mask, top-k)
+    on one CPU thread (steadier on a shared machine), and the memory that needs: parameters and the
+    batch's score matrix, in MB (float32)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _topk_latency(model, split, k, batch_users, repeats, torch.device(device))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _topk_latency(model, split, k: int, batch_users: int, repeats: int, dev: torch.device) -> dict[str, float]:
     model = model.to(dev).eval()
     users = torch.arange(min(batch_users, split.n_users), device=dev)
     seen = split.train_mask(users.cpu()).to(dev)
