@@ -228,7 +228,9 @@ class Plan:
         """One or two lines for the reader, printed before anything trains."""
         n = len(self.finished) + len(self.todo)
         if not self.todo:
-            return f"All {n} runs this chapter needs are finished in {_short(out_dir)} and are reused."
+            if n == 1:
+                return f"The run this step needs is finished in {_short(out_dir)} and is reused."
+            return f"All {n} runs this step needs are finished in {_short(out_dir)} and are reused."
         msg = f"{len(self.todo)} of {n} runs must train now ({len(self.finished)} reused from {_short(out_dir)})."
         if self.estimate_s > 0:
             on = ", ".join(sorted(set(self.measured_on)))

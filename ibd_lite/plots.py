@@ -24,7 +24,7 @@ def set_style() -> None:
     import matplotlib as mpl
     import seaborn as sns
 
-    sns.set_theme(style="whitegrid", context="notebook", font_scale=0.9)
+    sns.set_theme(style="whitegrid", context="notebook", font_scale=1.0)   # labels stay legible on a phone
     mpl.rcParams.update({
         "figure.figsize": (WIDTH, 3.2), "figure.dpi": DPI, "savefig.dpi": DPI,
         "savefig.bbox": "tight", "mathtext.fontset": "cm", "axes.titlesize": "medium",

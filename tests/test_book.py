@@ -132,7 +132,10 @@ def test_plan_when_everything_is_finished(tmp_path):
     _fake_result(tmp_path, 5.0, method="student", seed=3)
     plan = book.plan_runs([dict(profile="ci", device="cpu", method="student", seed=3)], tmp_path)
     assert plan.todo == [] and plan.estimate_s == 0
-    assert plan.message(tmp_path).startswith("All 1 runs this chapter needs are finished")
+    assert plan.message(tmp_path).startswith("The run this step needs is finished")
+    _fake_result(tmp_path, 5.0, method="student", seed=4)
+    plan = book.plan_runs([dict(profile="ci", device="cpu", method="student", seed=s) for s in (3, 4)], tmp_path)
+    assert plan.message(tmp_path).startswith("All 2 runs this step needs are finished")
 
 
 def test_plan_without_any_timing(tmp_path):
