@@ -10,7 +10,7 @@ export IBD_DATA_DIR := $(abspath ../shared/data)
 endif
 endif
 
-.PHONY: setup book chapters html test unit test-chapters clean
+.PHONY: setup book chapters html test unit test-chapters sync-url clean
 
 setup:            ## install everything (torch 2.13.0 CPU wheel locally; Colab keeps its own torch)
 	$(PYTHON) -m pip install -q -r requirements.txt
@@ -32,6 +32,9 @@ unit:
 test-chapters:
 	$(PYTHON) scripts/execute_chapters.py --profile ci --device cpu --out-dir build/ci-chapters
 	$(PYTHON) -m pytest -q --nbval-lax -p no:cacheprovider build/ci-chapters
+
+sync-url:         ## write ibd_lite.book.REPO_URL into the Colab cells, _config.yml, book/index.md and README.md
+	$(PYTHON) -m ibd_lite.book sync
 
 clean:
 	rm -rf _build build

@@ -1,0 +1,388 @@
+"""Helpers for the book's chapters: the repository's address (held here only), the Colab set-up cell,
+chapter set-up, time estimates before training, glued numbers, readable tables and inference timing.
+
+    python -m ibd_lite.book sync     # write REPO_URL into _config.yml, README.md, book/ and the chapters
+    python -m ibd_lite.book check    # exit 1 when any of them names another address
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+
+# The one place that names the book's repository: Colab cells, launch buttons and the README are written from it.
+REPO_URL = "https://github.com/ibd-book/ibd-book"
+REPO_BRANCH = "main"
+COLAB_DIR = "/content/ibd-book"
+ROOT = Path(__file__).resolve().parent.parent
+# Config fields that do not change what a run computes, or only its speed: ignored when matching timings.
+_NOT_TIMING = ("seed", "device", "extra", "data_dir")
+
+
+def colab_url(chapter: str) -> str:
+    """Colab link of a chapter notebook, e.g. colab_url("04_bd")."""
+    path = REPO_URL.removeprefix("https://github.com/")
+    return f"https://colab.research.google.com/github/{path}/blob/{REPO_BRANCH}/book/chapters/{chapter}.ipynb"
+
+
+def colab_cell_source() -> str:
+    """Source of every chapter's first cell: on Colab, clone and install the book's code; elsewhere nothing.
+
+    It stops with a message naming the failed step (clone or install), and never reinstalls Colab's torch.
+    """
+    return f'''# On Colab: fetch the book's code and install it (keeps Colab's own torch). Elsewhere: does nothing.
+import os, subprocess, sys
+if "google.colab" in sys.modules:
+    REPO_URL, DEST = "{REPO_URL}", "{COLAB_DIR}"
+    def _setup_step(what, cmd):
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"Set-up failed while {{what}} (exit {{done.returncode}}):\\n"
+                               f"{{done.stderr.strip()[-1500:]}}\\nCheck the network and the "
+                               "address above, then Runtime > Run all again.")
+    if not os.path.isdir(os.path.join(DEST, ".git")):
+        _setup_step(f"cloning {{REPO_URL}}", ["git", "clone", "-q", "--depth", "1", REPO_URL, DEST])
+    from importlib.metadata import version
+    keep_torch = f"torch=={{version('torch')}}"   # pins Colab's own torch: never replaced
+    _setup_step("installing ibd_lite",
+                [sys.executable, "-m", "pip", "install", "-q", "-e", DEST, keep_torch])
+    sys.path.insert(0, DEST)'''
+
+
+# --------------------------------------------------------------------------------------------- the address
+_COLAB_LINK = re.compile(r"https://colab\.research\.google\.com/github/([\w.-]+/[\w.-]+)/blob/([\w.-]+)/")
+_CONFIG_URL = re.compile(r"^(\s*url:\s*)(\S+)\s*$", re.M)
+_CELL_URL = re.compile(r'REPO_URL, DEST = "([^"]+)"')
+
+
+def _url_files(root: Path) -> list[Path]:
+    return [root / "README.md", root / "_config.yml", *sorted((root / "book").rglob("*.md")),
+            *sorted((root / "book" / "chapters").glob("*.ipynb"))]
+
+
+def stale_repository_urls(root: "str | Path" = ROOT) -> list[str]:
+    """Places under `root` that name a repository other than REPO_URL (empty when all agree)."""
+    root, want = Path(root), REPO_URL.removeprefix("https://github.com/")
+    bad = []
+    for path in _url_files(root):
+        if not path.exists():
+            continue
+        text = path.read_text()
+        for repo, branch in _COLAB_LINK.findall(text):
+            if repo != want or branch != REPO_BRANCH:
+                bad.append(f"{path.relative_to(root)}: Colab link to {repo}@{branch}")
+        if path.name == "_config.yml":
+            bad += [f"{path.name}: repository url {u}" for _, u in _CONFIG_URL.findall(text) if u != REPO_URL]
+        if path.suffix == ".ipynb":
+            first = "".join(json.loads(text)["cells"][0]["source"])
+            if first != colab_cell_source():
+                bad.append(f"{path.relative_to(root)}: first cell is not ibd_lite.book.colab_cell_source()")
+    return bad
+
+
+def sync_repository_url(root: "str | Path" = ROOT) -> list[Path]:
+    """Rewrite every place that names the repository from REPO_URL; returns the files changed."""
+    root, want = Path(root), REPO_URL.removeprefix("https://github.com/")
+    changed = []
+    for path in _url_files(root):
+        if not path.exists():
+            continue
+        text = path.read_text()
+        if path.suffix == ".ipynb":
+            nb = json.loads(text)
+            nb["cells"][0]["source"] = colab_cell_source().splitlines(keepends=True)
+            new = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+        else:
+            new = _COLAB_LINK.sub(f"https://colab.research.google.com/github/{want}/blob/{REPO_BRANCH}/", text)
+            if path.name == "_config.yml":
+                new = _CONFIG_URL.sub(lambda m: m.group(1) + REPO_URL, new, count=1)
+        if new != text:
+            path.write_text(new)
+            changed.append(path)
+    return changed
+
+
+# ------------------------------------------------------------------------------------------ chapter set-up
+@dataclass
+class Chapter:
+    """What every chapter's set-up cell resolves: the run settings, the config and where results live."""
+
+    base: dict[str, Any]
+    over: dict[str, Any]
+    cfg: Any
+    out_dir: Path
+    t_start: float = field(default_factory=time.perf_counter)
+
+    def configs(self, *variants: dict[str, Any]) -> list[dict[str, Any]]:
+        """Full run configs of this chapter's settings, one per variant (e.g. {"method": "bd"})."""
+        return [dict(self.base, **self.over, **v) for v in variants]
+
+    def runs(self, *variants: dict[str, Any]) -> list[dict]:
+        """Run (or reuse) the variants, with a time estimate and a progress bar when anything must train."""
+        return run_with_estimate(self.configs(*variants), self.out_dir)
+
+    def warmup_models(self, split) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """The warm-up teacher and student (cached; trained first when missing, with a time estimate)."""
+        from .methods import Context, pretrain, pretrain_key
+        from .runner import default_cache_dir
+        from .sampling import UnobservedSampler
+
+        dev = torch.device(self.cfg.device)
+        c = self.cfg
+        names = [f"{c.dataset}-{c.model}-{role}-{pretrain_key(c, role, dev)}.pt" for role in ("teacher", "student")]
+        cached = all((default_cache_dir() / name).exists() for name in names)
+        if not cached:
+            took = warmup_seconds(self.out_dir, c)
+            print("The warm-up models are not cached yet: training them now"
+                  + (f" (measured before: about {format_duration(took)})." if took else "."), flush=True)
+        ctx = Context(self.cfg, split, dev, UnobservedSampler(split, dev), progress=False,
+                      cache_dir=default_cache_dir())
+        teacher, student = (pretrain(ctx, role)[0].eval() for role in ("teacher", "student"))
+        return teacher, student
+
+    def provenance(self) -> None:
+        """Print where this page's numbers came from: code commit, versions, device, elapsed time."""
+        from .provenance import provenance
+
+        p = provenance(self.cfg.device)
+        dirty = " (with uncommitted changes)" if p["dirty"] else ""
+        print(f"code: ibd_lite at commit {p['commit'][:12]}{dirty}\n"
+              f"torch {p['torch']}, Python {p['python']}, device {p['device']}: {p['device_name']}\n"
+              f"profile {self.cfg.profile!r}, executed {p['time_utc']} in "
+              f"{time.perf_counter() - self.t_start:.1f} s")
+
+
+def start_chapter(profile: str, device: str, model: str, seed: int, dataset: str | None = None,
+                  epochs: int | None = None, method: str = "teacher", **overrides: Any) -> Chapter:
+    """Set up a chapter: figure style, the resolved config and the results folder.
+
+    `epochs` and the overrides (config fields) apply to every run of the chapter; None means the default.
+    """
+    from . import make_config
+    from .plots import set_style
+
+    set_style()
+    base = dict(profile=profile, device=device, model=model, seed=seed)
+    if dataset is not None:
+        base["dataset"] = dataset
+    over = {k: v for k, v in dict(epochs=epochs, **overrides).items() if v is not None}
+    cfg = make_config(**base, **over, method=method)
+    return Chapter(base, over, cfg, ROOT / "results" / cfg.profile)
+
+
+# ------------------------------------------------------------------------------------------ time estimates
+def _timing_key(config: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in config.items() if k not in _NOT_TIMING}, sort_keys=True)
+
+
+def measured_seconds(results_dir: "str | Path") -> dict[str, list[tuple[float, str]]]:
+    """Recorded wall times of the finished runs in a folder: timing key -> [(seconds, device name)]."""
+    out: dict[str, list[tuple[float, str]]] = {}
+    for path in sorted(Path(results_dir).glob("*.json")):
+        try:
+            r = json.loads(path.read_text())
+            secs, where = float(r["timing"]["total_s"]), r.get("provenance", {}).get("device_name", "?")
+            key = _timing_key(r["config"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        out.setdefault(key, []).append((secs, where))
+    return out
+
+
+def warmup_seconds(results_dir: "str | Path", cfg: Any) -> float:
+    """Recorded time to train the warm-up teacher and student of cfg's dataset, model and profile (0: none)."""
+    for path in sorted(Path(results_dir).glob("*.json")):
+        try:
+            r = json.loads(path.read_text())
+            c = r["config"]
+            if (c["dataset"], c["model"], c["profile"], c["seed"]) != (cfg.dataset, cfg.model, cfg.profile,
+                                                                       cfg.seed):
+                continue
+            pre = r["pretrain"]
+            if {"teacher", "student"} <= set(pre):
+                return float(sum(pre[k]["seconds_train"] + pre[k]["seconds_eval"] for k in ("teacher", "student")))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return 0.0
+
+
+@dataclass
+class Plan:
+    """Which runs are finished, which must train, and how long the latter took when measured before."""
+
+    finished: list[dict[str, Any]]
+    todo: list[dict[str, Any]]
+    estimate_s: float          # sum of the median measured time of each run to do (0 when none measured)
+    unmeasured: int            # runs to do with no measured timing of the same configuration
+    measured_on: list[str]
+
+    def message(self, out_dir: "str | Path") -> str:
+        """One or two lines for the reader, printed before anything trains."""
+        n = len(self.finished) + len(self.todo)
+        if not self.todo:
+            if n == 1:
+                return f"The run this step needs is finished in {_short(out_dir)} and is reused."
+            return f"All {n} runs this step needs are finished in {_short(out_dir)} and are reused."
+        msg = f"{len(self.todo)} of {n} runs must train now ({len(self.finished)} reused from {_short(out_dir)})."
+        if self.estimate_s > 0:
+            on = ", ".join(sorted(set(self.measured_on)))
+            msg += (f"\nExpected time: about {format_duration(self.estimate_s)}, from timings measured on {on}"
+                    + (f" ({self.unmeasured} run(s) never measured, not counted)." if self.unmeasured else "."))
+        else:
+            msg += "\nNo timing of these configurations was measured before: the time is unknown."
+        return msg
+
+
+def plan_runs(configs: Iterable[dict[str, Any]], out_dir: "str | Path") -> Plan:
+    """Split configs into finished and to-do runs and estimate the to-do time from recorded timings."""
+    from .config import make_config
+    from .experiments import run_name
+    from .runner import is_finished, load_result
+
+    finished, todo, total, unmeasured, where = [], [], 0.0, 0, []
+    timings = measured_seconds(out_dir)
+    for c in configs:
+        full = make_config(**c).to_dict()
+        if is_finished(load_result(Path(out_dir) / run_name(full)), full):
+            finished.append(full)
+            continue
+        todo.append(full)
+        seen = timings.get(_timing_key(full))
+        if seen:
+            total += statistics.median(s for s, _ in seen)
+            where += [w for _, w in seen]
+        else:
+            unmeasured += 1
+    return Plan(finished, todo, total, unmeasured, where)
+
+
+def run_with_estimate(configs: Sequence[dict[str, Any]], out_dir: "str | Path") -> list[dict]:
+    """Print what will train and how long it took before, then run the grid (progress bar when training)."""
+    from .experiments import run_grid
+
+    plan = plan_runs(configs, out_dir)
+    print(plan.message(out_dir), flush=True)
+    return run_grid(configs, out_dir, progress=bool(plan.todo))
+
+
+def format_duration(seconds: float) -> str:
+    """'45 s', '12 min', '2.3 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _short(path: "str | Path") -> str:
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(ROOT))
+    except ValueError:
+        return str(p)
+
+
+# ----------------------------------------------------------------------------------- numbers into the text
+def glue(name: str, value: Any, fmt: str = "") -> str:
+    """Store `value`, formatted with `fmt`, for the chapter's prose ({glue:text}`name`); returns the text.
+
+    Off the book build (no myst_nb, e.g. on Colab) the text is only returned.
+    """
+    text = format(value, fmt)
+    try:
+        from myst_nb import glue as _glue
+    except ImportError:           # pragma: no cover - Colab without myst_nb
+        return text
+    _glue(name, text, display=False)
+    return text
+
+
+# ------------------------------------------------------------------------------------------ readable tables
+def tidy(df, decimals: "int | dict[str, int]" = 4, int_columns: Sequence[str] = (), missing: str = "–"):
+    """A copy of a DataFrame as text for reading: integers with thousands separators, floats with a
+    fixed number of decimals (one number, or per column), missing values as a dash (no NaN / <NA>)."""
+    import pandas as pd
+
+    out = pd.DataFrame(index=df.index)
+    for col in df.columns:
+        s = df[col]
+        if pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s):
+            out[col] = s.astype(object).where(s.notna(), missing).astype(str)
+            continue
+        whole = col in int_columns or pd.api.types.is_integer_dtype(s) or bool(
+            s.dropna().map(lambda v: float(v).is_integer()).all() and s.dropna().abs().max() >= 1000)
+        places = decimals.get(col, 4) if isinstance(decimals, dict) else decimals
+        fmt = "{:,.0f}" if whole else f"{{:.{places}f}}"
+        out[col] = [missing if pd.isna(v) else fmt.format(float(v)) for v in s]
+    return out
+
+
+def mean_pm_sd(values, decimals: int = 3) -> str:
+    """'0.112 ± 0.002' with the same number of decimals on both sides (sd over seeds, ddof=1)."""
+    vals = [float(v) for v in values]
+    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return f"{statistics.fmean(vals):.{decimals}f} ± {sd:.{decimals}f}"
+
+
+# -------------------------------------------------------------------------------------- inference timing
+@torch.no_grad()
+def topk_latency(model: torch.nn.Module, split, k: int = 50, batch_users: int = 256, repeats: int = 5,
+                 device: "torch.device | str" = "cpu") -> dict[str, float]:
+    """Median milliseconds to return the top-k unseen items for one batch of users (score, mask, top-k)
+    on one CPU thread (steadier on a shared machine), and the memory that needs: parameters and the
+    batch's score matrix, in MB (float32)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _topk_latency(model, split, k, batch_users, repeats, torch.device(device))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _topk_latency(model, split, k: int, batch_users: int, repeats: int, dev: torch.device) -> dict[str, float]:
+    model = model.to(dev).eval()
+    users = torch.arange(min(batch_users, split.n_users), device=dev)
+    seen = split.train_mask(users.cpu()).to(dev)
+
+    def once() -> None:
+        scores = model.score_all(users).masked_fill(seen, float("-inf"))
+        torch.topk(scores, k, dim=1)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    once()                                    # warm-up: allocations, lazy initialisation
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        once()
+        times.append(time.perf_counter() - t0)
+    n_params = sum(p.numel() for p in model.parameters())
+    return {"batch_ms": 1e3 * statistics.median(times), "params": n_params,
+            "params_mb": 4 * n_params / 2**20, "scores_mb": 4 * len(users) * split.n_items / 2**20}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`sync` writes REPO_URL everywhere; `check` lists places that disagree (exit 1)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["sync"]:
+        for p in sync_repository_url():
+            print(f"updated {p.relative_to(ROOT)}")
+        return 0
+    if args == ["check"]:
+        bad = stale_repository_urls()
+        print("\n".join(bad) or f"every place names {REPO_URL}")
+        return 1 if bad else 0
+    print("usage: python -m ibd_lite.book sync|check", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Figure style of the book: figures sized for the text column (6.5 in wide, 150 dpi), a seaborn theme,
+and LaTeX-style labels (matplotlib mathtext) shared by every chapter."""
+
+from __future__ import annotations
+
+WIDTH = 6.5      # inches: the book's text column
+DPI = 150
+
+# One label per quantity, written as the notation page writes it.
+LABELS = {
+    "p_ts": r"$p_{T\to S}$",
+    "p_st": r"$p_{S\to T}$",
+    "w_a": r"$w^a_j$ (position)",
+    "w_b": r"$w^b_j$ (discrepancy)",
+    "w": r"$w_j \propto w^a_j\, w^b_j$",
+    "rank_t": r"teacher rank $\mathrm{rank}_T$",
+    "rank_s": r"student rank $\mathrm{rank}_S$",
+    "gap": r"rank gap $\Delta = \mathrm{rank}_S - \mathrm{rank}_T$",
+}
+
+
+def set_style() -> None:
+    """Seaborn theme, column-sized figures at 150 dpi, Computer Modern mathtext, PNG output."""
+    import matplotlib as mpl
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook", font_scale=1.0)   # labels stay legible on a phone
+    mpl.rcParams.update({
+        "figure.figsize": (WIDTH, 3.2), "figure.dpi": DPI, "savefig.dpi": DPI,
+        "savefig.bbox": "tight", "mathtext.fontset": "cm", "axes.titlesize": "medium",
+        "legend.fontsize": "small", "legend.title_fontsize": "small",
+    })
+    try:
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+        set_matplotlib_formats("png")
+    except ImportError:           # pragma: no cover - outside Jupyter
+        pass
+
+
+def figsize(height: float = 3.2, width: float = WIDTH) -> tuple[float, float]:
+    """(width, height) in inches for a column-wide figure."""
+    return (width, height)
