@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import ibd_lite
+from ibd_lite.provenance import code_fingerprint
 from ibd_lite import book
 from ibd_lite.experiments import run_name
 from ibd_lite.runner import RESULT_SCHEMA, write_json
@@ -107,7 +108,7 @@ def test_colab_url():
 def _fake_result(out: Path, seconds: float, device_name: str = "Test CPU", **kw) -> dict:
     cfg = ibd_lite.make_config(profile="ci", device="cpu", **kw).to_dict()
     r = {"schema": RESULT_SCHEMA, "config": cfg, "timing": {"total_s": seconds},
-         "provenance": {"device_name": device_name}}
+         "provenance": {"device_name": device_name, "code_fingerprint": code_fingerprint()}}
     write_json(out / run_name(cfg), r)
     return cfg
 
