@@ -25,6 +25,15 @@ def cache_dir(tmp_path, monkeypatch) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def module_cache(tmp_path_factory):
+    """One checkpoint cache for the method runs of a test module (its warm-up models are shared)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("IBD_CACHE_DIR", str(tmp_path_factory.mktemp("ckpt")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def synthetic_split():
     """The ci profile's synthetic split (300 users, 390 items): shared, treat as read-only."""

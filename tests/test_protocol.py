@@ -81,13 +81,6 @@ def test_codec_round_trip_is_exact_and_compact():
 
 # ---------------------------------------------------------------- budgets and selection
 
-@pytest.fixture(scope="module")
-def module_cache(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("IBD_CACHE_DIR", str(tmp_path_factory.mktemp("ckpt")))
-    yield
-    mp.undo()
-
 
 def _trained_epochs(res: dict) -> int:
     return sum(1 for h in res["history"] if h["phase"] not in ("pretrain teacher", "pretrain student"))

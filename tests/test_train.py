@@ -136,14 +136,6 @@ def test_learner_keeps_and_restores_best_weights(synthetic_split):
 # ------------------------------------------------------------------------------------------ methods
 
 
-@pytest.fixture(scope="module")
-def module_cache(tmp_path_factory):
-    """One checkpoint cache for the method runs of this module (the warm-up models are shared)."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("IBD_CACHE_DIR", str(tmp_path_factory.mktemp("ckpt")))
-    yield
-    mp.undo()
-
 
 def check_metrics(m: dict, ks=(50, 100)):
     for k in ks:
