@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 import ibd_lite
 from ibd_lite.provenance import code_fingerprint
