@@ -64,8 +64,10 @@ _CELL_URL = re.compile(r'REPO_URL, DEST = "([^"]+)"')
 
 
 def _url_files(root: Path) -> list[Path]:
-    return [root / "README.md", root / "_config.yml", *sorted((root / "book").rglob("*.md")),
-            *sorted((root / "book" / "chapters").glob("*.ipynb"))]
+    """The existing files that name the repository (README, _config.yml, book pages, chapters)."""
+    paths = [root / "README.md", root / "_config.yml", *sorted((root / "book").rglob("*.md")),
+             *sorted((root / "book" / "chapters").glob("*.ipynb"))]
+    return [p for p in paths if p.exists()]
 
 
 def stale_repository_urls(root: "str | Path" = ROOT) -> list[str]:
@@ -73,8 +75,6 @@ def stale_repository_urls(root: "str | Path" = ROOT) -> list[str]:
     root, want = Path(root), REPO_URL.removeprefix("https://github.com/")
     bad = []
     for path in _url_files(root):
-        if not path.exists():
-            continue
         text = path.read_text()
         for repo, branch in _COLAB_LINK.findall(text):
             if repo != want or branch != REPO_BRANCH:
@@ -93,8 +93,6 @@ def sync_repository_url(root: "str | Path" = ROOT) -> list[Path]:
     root, want = Path(root), REPO_URL.removeprefix("https://github.com/")
     changed = []
     for path in _url_files(root):
-        if not path.exists():
-            continue
         text = path.read_text()
         if path.suffix == ".ipynb":
             nb = json.loads(text)
