@@ -15,12 +15,15 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGE = Path(__file__).resolve().parent
 # The modules whose code decides what a trained model is (SPEC §8): a result or cached warm-up made by other
 # versions of them is not reused. (runner, cli, config's defaults, ... are covered by the config itself.)
-TRAINING_MODULES: tuple[str, ...] = ("data.py", "models.py", "sampling.py", "bd.py", "methods.py", "train.py",
-                                     "metrics.py", "sparse.py")
+# Each base model's own module counts only for runs of that model, so work on one model leaves the others'
+# results valid.
+TRAINING_MODULES: tuple[str, ...] = ("data.py", "models/__init__.py", "models/base.py", "sampling.py", "bd.py",
+                                     "methods.py", "train.py", "metrics.py", "sparse.py")
+MODEL_MODULES: dict[str, str] = {"cdae": "models/cdae.py", "neumf": "models/neumf.py", "bprmf": "models/bprmf.py"}
 
 
 def _fingerprint(folder: Path = PACKAGE, names: tuple[str, ...] = TRAINING_MODULES) -> str:
-    """Short sha256 over the names and source bytes of the training modules."""
+    """Short sha256 over the names and source bytes of the given modules."""
     h = hashlib.sha256()
     for name in names:
         h.update(name.encode() + b"\0" + (folder / name).read_bytes() + b"\0")
@@ -60,17 +63,23 @@ def device_name(device: "torch.device | str") -> str:
 # The commit of the code this process imported: a long grid keeps running the code it started
 # with even if HEAD moves on meanwhile, so that is the commit a result must name.
 _LOADED = git_commit()
-_FINGERPRINT = _fingerprint()
+_FINGERPRINTS = {kind: _fingerprint(names=TRAINING_MODULES + (mod,)) for kind, mod in MODEL_MODULES.items()}
+_FINGERPRINTS[None] = _fingerprint(names=TRAINING_MODULES + tuple(MODEL_MODULES.values()))
 
 
-def code_fingerprint() -> str:
-    """Fingerprint of the training modules this process imported (computed once, at import)."""
-    return _FINGERPRINT
+def code_fingerprint(model: str | None = None) -> str:
+    """Fingerprint of the training code this process imported (computed once, at import) that shapes a run
+    of base model `model`: the shared training modules plus that model's module (all models when None)."""
+    try:
+        return _FINGERPRINTS[model]
+    except KeyError:
+        raise ValueError(f"no fingerprint for model {model!r}: expected one of {sorted(MODEL_MODULES)}") from None
 
 
-def provenance(device: "torch.device | str" = "cpu") -> dict:
-    """A dict to store beside every result and at the end of every chapter (commit = the loaded code)."""
-    return {**_LOADED, "code_fingerprint": code_fingerprint(), "torch": torch.__version__,
+def provenance(device: "torch.device | str" = "cpu", model: str | None = None) -> dict:
+    """A dict to store beside every result (`model`: its base model) and at the end of every chapter
+    (commit = the loaded code)."""
+    return {**_LOADED, "code_fingerprint": code_fingerprint(model), "torch": torch.__version__,
             "python": platform.python_version(),
             "device": str(device), "device_name": device_name(device),
             "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}

@@ -99,7 +99,7 @@ def _execute(cfg: Config, out: Path | None, progress: bool, cache_dir: Path | No
     else:
         body = run_bd(ctx, improved=cfg.method == "ibd")
     result = {"schema": RESULT_SCHEMA, "config": cfg.to_dict(), "dataset": split.summary(), **body,
-              "provenance": provenance(device)}
+              "provenance": provenance(device, cfg.model)}
     result["timing"]["total_s"] = time.perf_counter() - t0
     result = compact(result)              # measured floats at 6 significant digits: a store that fits in git
     check_finite_result(result)
@@ -228,7 +228,7 @@ def _nonfinite(obj: Any, where: str) -> Iterator[tuple[str, Any]]:
 def is_finished(result: dict | None, config: dict) -> bool:
     """Is `result` a finished run of exactly this config under the current protocol and training code?"""
     return (result is not None and result.get("schema") == RESULT_SCHEMA and result.get("config") == config
-            and _fingerprint_of(result) == code_fingerprint())
+            and _fingerprint_of(result) == code_fingerprint(config.get("model")))
 
 
 def finished_result(path: "str | Path", config: dict, warn: bool = True) -> dict | None:
@@ -239,7 +239,7 @@ def finished_result(path: "str | Path", config: dict, warn: bool = True) -> dict
         return done
     if warn and isinstance(done, dict) and done.get("schema") == RESULT_SCHEMA and done.get("config") == config:
         warnings.warn(f"{Path(path).name} was made by other training code (fingerprint {_fingerprint_of(done)}, "
-                      f"now {code_fingerprint()}): it is redone", stacklevel=3)
+                      f"now {code_fingerprint(config.get('model'))}): it is redone", stacklevel=3)
     return None
 
 

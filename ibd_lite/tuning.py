@@ -84,7 +84,7 @@ def tune(dataset: str, model: str, profile: str = "converged", *, epochs: int | 
         k = (role, float(lr), float(wd), epochs)
         if k not in cands:
             c = train_candidate(ctx, role, float(lr), float(wd), epochs)
-            c["provenance"] = provenance(dev)
+            c["provenance"] = provenance(dev, cfg.model)
             cands[k] = c
             record["candidates"] = list(cands.values())
             write_json(path, record)

@@ -107,7 +107,7 @@ def test_colab_url():
 def _fake_result(out: Path, seconds: float, device_name: str = "Test CPU", **kw) -> dict:
     cfg = ibd_lite.make_config(profile="ci", device="cpu", **kw).to_dict()
     r = {"schema": RESULT_SCHEMA, "config": cfg, "timing": {"total_s": seconds},
-         "provenance": {"device_name": device_name, "code_fingerprint": code_fingerprint()}}
+         "provenance": {"device_name": device_name, "code_fingerprint": code_fingerprint(cfg["model"])}}
     write_json(out / run_name(cfg), r)
     return cfg
 

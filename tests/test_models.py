@@ -47,7 +47,7 @@ def test_score_all_shape_and_pair_logits_agree(name, dim, synthetic_split):
 def test_neumf_score_all_tiles_agree_with_pair_logits(synthetic_split, monkeypatch, tile, users_per_chunk):
     """score_all runs the MLP tower on (users × items) tiles with ragged edges; every tiling gives the
     scores of the plain per-pair forward pass."""
-    from ibd_lite import models as M
+    from ibd_lite.models import neumf as M
 
     torch.manual_seed(0)
     model = NeuMF(synthetic_split.n_users, synthetic_split.n_items, 8)

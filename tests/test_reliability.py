@@ -366,21 +366,34 @@ def test_write_json_names_its_temporary_file_with_the_pid(tmp_path, monkeypatch)
 # ---------------------------------------------------------------- provenance: the training code's fingerprint
 
 def test_fingerprint_covers_the_training_modules(tmp_path):
-    for name in provenance.TRAINING_MODULES:
+    (tmp_path / "models").mkdir()
+    for name in provenance.TRAINING_MODULES + tuple(provenance.MODEL_MODULES.values()):
         (tmp_path / name).write_bytes((provenance.PACKAGE / name).read_bytes())
-    assert provenance._fingerprint(tmp_path) == provenance.code_fingerprint()
-    with open(tmp_path / "bd.py", "a") as f:
+
+    def fp(model):
+        return provenance._fingerprint(tmp_path, provenance.TRAINING_MODULES + (provenance.MODEL_MODULES[model],))
+
+    assert fp("cdae") == provenance.code_fingerprint("cdae") and fp("neumf") == provenance.code_fingerprint("neumf")
+    assert len({provenance.code_fingerprint(m) for m in (None, "cdae", "neumf", "bprmf")}) == 4
+    assert len(provenance.code_fingerprint("cdae")) == 12
+    with open(tmp_path / "models" / "neumf.py", "a") as f:          # a change to NeuMF only ...
         f.write("\n# a change\n")
-    assert provenance._fingerprint(tmp_path) != provenance.code_fingerprint()
-    assert len(provenance.code_fingerprint()) == 12
+    assert fp("neumf") != provenance.code_fingerprint("neumf")
+    assert fp("cdae") == provenance.code_fingerprint("cdae")         # ... leaves CDAE's results valid
+    with open(tmp_path / "bd.py", "a") as f:                        # a shared module changes every model's
+        f.write("\n# a change\n")
+    assert fp("cdae") != provenance.code_fingerprint("cdae")
+    with pytest.raises(ValueError, match="no fingerprint for model 'svd'"):
+        provenance.code_fingerprint("svd")
 
 
 def test_result_of_other_code_is_redone_with_a_warning(tmp_path, monkeypatch, cache_dir):
     out = tmp_path / "r.json"
     first = run(SMALL, out, progress=False)
-    assert first["provenance"]["code_fingerprint"] == provenance.code_fingerprint()
+    model = first["config"]["model"]
+    assert first["provenance"]["code_fingerprint"] == provenance.code_fingerprint(model)
     key = methods.pretrain_key(make_config(**SMALL), "student", torch.device("cpu"))
-    monkeypatch.setattr(provenance, "_FINGERPRINT", "0123456789ab")              # the code changed
+    monkeypatch.setitem(provenance._FINGERPRINTS, model, "0123456789ab")        # the code changed
     assert methods.pretrain_key(make_config(**SMALL), "student", torch.device("cpu")) != key
     old = first["provenance"]["code_fingerprint"]
     with pytest.warns(UserWarning, match=rf"r\.json was made by other training code \(fingerprint {old}, "
