@@ -33,7 +33,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "quick": dict(teacher_dim=50, student_dim=5, pretrain_epochs=200, epochs=120, refresh_every=10,
                   rounds=10, eval_every=10, patience=5, lr=2e-3),
     # the book's tables on a CPU: BD's code sizes (50 / 5), budgets sized from measured learning curves
-    "converged": dict(teacher_dim=50, student_dim=5, pretrain_epochs=600, epochs=900, refresh_every=10,
+    "converged": dict(teacher_dim=50, student_dim=5, pretrain_epochs=600, epochs=1400, refresh_every=10,
                       rounds=10, eval_every=10, patience=5, lr=2e-3),
     # the paper's scale (teacher 200 / student 20), meant for a GPU
     "paper": dict(teacher_dim=200, student_dim=20, pretrain_epochs=300, epochs=400, refresh_every=10,
