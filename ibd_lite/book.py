@@ -146,6 +146,20 @@ class Chapter:
         teacher, student = (pretrain(ctx, role)[0].eval() for role in ("teacher", "student"))
         return teacher, student
 
+    def comparison(self, seeds: Sequence[int], n_boot: int = 10_000,
+                   metrics: Sequence[str] = ("H@50", "N@50")) -> "Comparison":
+        """The full comparison at equal budget (SPEC §8): Teacher, Student, RD, CD, BD and iBD on `seeds`
+        (reused from the results store, trained when missing), the 8-row table and the paired intervals."""
+        from . import report
+        from .experiments import TABLE_ROWS, run_name
+
+        methods = list(dict.fromkeys(m for _, m, _ in TABLE_ROWS))
+        results = self.runs(*({"method": m, "seed": int(s)} for s in seeds for m in methods))
+        runs = [report.Run(self.out_dir / run_name(r["config"]), r) for r in results]
+        rows = report.table_rows(runs, self.cfg.dataset, self.cfg.model, defaults_only=False)
+        return Comparison(rows, report.summary(rows), report.means(rows),
+                          report.comparisons(rows, metrics=metrics, n_boot=n_boot), report.provenance_of(rows))
+
     def provenance(self) -> None:
         """Print where this page's numbers came from: code commit, versions, device, elapsed time."""
         from .provenance import provenance
@@ -156,6 +170,60 @@ class Chapter:
               f"torch {p['torch']}, Python {p['python']}, device {p['device']}: {p['device_name']}\n"
               f"profile {self.cfg.profile!r}, executed {p['time_utc']} in "
               f"{time.perf_counter() - self.t_start:.1f} s")
+
+
+def glue_key(*parts: Any) -> str:
+    """A glue name from labels: 'iBD-Student', 'H@50' -> 'iBD_Student_H50'."""
+    return "_".join(re.sub(r"[^0-9A-Za-z]+", "_", str(p).replace("@", "")).strip("_") for p in parts)
+
+
+@dataclass
+class Comparison:
+    """A chapter's comparison table: the runs per row, mean ± sd over seeds, seed means, paired tests."""
+
+    rows: dict[str, list]
+    table: Any            # pandas: one line per row, "mean ± sd" per metric, seeds
+    means: Any            # pandas: seed means per row and metric (floats)
+    tests: Any            # pandas: paired differences B − A with 95% CI, change %, p, verdict
+    provenance: Any       # pandas: commits and code fingerprints per row
+
+    @property
+    def n_seeds(self) -> int:
+        return min(len(rs) for rs in self.rows.values())
+
+    def test(self, b: str, a: str, metric: str = "H@50") -> dict[str, Any]:
+        """The paired comparison of row b against row a on one metric."""
+        hit = self.tests[(self.tests["B vs A"] == f"{b} vs {a}") & (self.tests["metric"] == metric)]
+        if hit.empty:
+            raise KeyError(f"no paired comparison {b} vs {a} on {metric}; have: {sorted(set(self.tests['B vs A']))}")
+        return hit.iloc[0].to_dict()
+
+    def sentence(self, b: str, a: str, metric: str = "H@50") -> str:
+        """'ahead of X (+4.1 %, 95% CI of the difference [+0.0012, +0.0061])' -- words from the interval."""
+        t = self.test(b, a, metric)
+        word = {"ahead": f"ahead of {a}", "behind": f"behind {a}"}.get(
+            t["verdict"], f"not distinguishable from {a}")
+        return f"{word} ({t['change %']:+.1f} % {metric}, 95% CI of the difference {t['95% CI']})"
+
+    def best_student(self) -> str:
+        """The student row (iBD's excluded) with the highest mean H@50."""
+        from .report import STUDENT_ROWS
+
+        return max((r for r in STUDENT_ROWS if r in self.rows), key=lambda r: self.means.loc[r, "H@50"])
+
+    def glue_all(self, prefix: str = "") -> None:
+        """Glue every seed mean ({prefix}mean_<row>_<metric>, 4 decimals) and every paired test
+        ({prefix}<B>_vs_<A>_<metric>: sentence; _pct; _verdict) for the prose."""
+        glue(prefix + "n_seeds", self.n_seeds)
+        for row in self.means.index:
+            for metric in self.means.columns:
+                glue(prefix + glue_key("mean", row, metric), float(self.means.loc[row, metric]), ".4f")
+        for _, t in self.tests.iterrows():
+            b, a = t["B vs A"].split(" vs ")
+            k = prefix + glue_key(b, "vs", a, t["metric"])
+            glue(k, self.sentence(b, a, t["metric"]))
+            glue(k + "_pct", float(t["change %"]), "+.1f")
+            glue(k + "_verdict", {"ahead": "ahead", "behind": "behind"}.get(t["verdict"], "not distinguishable"))
 
 
 def start_chapter(profile: str, device: str, model: str, seed: int, dataset: str | None = None,

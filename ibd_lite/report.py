@@ -77,14 +77,16 @@ def _group_key(c: dict) -> str:
     return json.dumps({k: v for k, v in c.items() if k not in IGNORED_KEYS}, sort_keys=True)
 
 
-def table_rows(runs: Sequence[Run], dataset: str, model: str) -> dict[str, list[tuple[Run, str]]]:
+def table_rows(runs: Sequence[Run], dataset: str, model: str,
+               defaults_only: bool = True) -> dict[str, list[tuple[Run, str]]]:
     """The runs behind each table row of one (dataset, model), checked for comparability.
 
     Returns {row label: [(run, role), ...] sorted by seed}. Raises ConfigError naming the files when a row
-    mixes configs or repeats a seed, or when rows differ in budget.
+    mixes configs or repeats a seed, or when rows differ in budget. `defaults_only=False` keeps runs whose
+    method settings differ from the defaults (a chapter whose reader changed a parameter).
     """
     mine = [r for r in runs if r.config["dataset"] == dataset and r.config["model"] == model
-            and is_table_config(r.config)]
+            and (not defaults_only or is_table_config(r.config))]
     rows: dict[str, list[tuple[Run, str]]] = {}
     for label, method, role in TABLE_ROWS:
         rs = sorted((r for r in mine if r.config["method"] == method), key=lambda r: r.config["seed"])
