@@ -45,9 +45,14 @@ def test_plan_of_the_paper_counts_dedupes_and_seeds(tmp_path):
     plan = R.make_plan("converged", out_dir=tmp_path)
     # Tables 1-6: 6 cells x 6 methods x (5 seeds for citeulike-t/cdae, 3 elsewhere) = 120; Figure 6 adds
     # the 8 gamma cells other than (0.5, 0.5) on citeulike-t/neumf x 3 seeds = 24; figures 3-5 and Table 7
-    # reuse table runs.
-    assert len(plan.configs) == 6 * 5 + 30 * 3 + 8 * 3 == 144
-    assert len(set(plan.names)) == 144 and len(plan.pending) == 144 and not plan.done
+    # reuse table runs; the chapters add BD with the released direction (1 seed) and iBD without carry-over
+    # (3 seeds) on citeulike-t/cdae.
+    assert len(plan.configs) == 6 * 5 + 30 * 3 + 8 * 3 + 1 + 3 == 148
+    assert len(set(plan.names)) == 148 and len(plan.pending) == 148 and not plan.done
+    chapters = R.make_plan("converged", ["chapters"], out_dir=tmp_path)
+    extra = [c for c in chapters.configs if c.get("bd_direction") == "released" or c.get("ibd_variant") == "no-carry"]
+    assert sorted((c["method"], c["seed"]) for c in extra) == [("bd", 0), ("ibd", 0), ("ibd", 1), ("ibd", 2)]
+    assert len(chapters.configs) == 34 and R.notebook_jobs(chapters, tmp_path) == []   # no notebook of its own
     seeds = {(c["dataset"], c["model"]): set() for c in plan.configs}
     for c in plan.configs:
         seeds[c["dataset"], c["model"]].add(c["seed"])
@@ -61,7 +66,7 @@ def test_plan_of_the_paper_counts_dedupes_and_seeds(tmp_path):
     two = R.make_plan("converged", ["fig4", "fig5", "table7"], seeds=2, out_dir=tmp_path)
     assert len(two.configs) == 6 * 6 * 2 and {c["seed"] for c in two.configs} == {0, 1}
     ci = R.make_plan("ci", out_dir=tmp_path)       # ci: synthetic stands in for every dataset (cdae: 5 seeds)
-    assert {c["dataset"] for c in ci.configs} == {"synthetic"} and len(ci.configs) == 6 * 5 + 6 * 3 + 8 * 3
+    assert {c["dataset"] for c in ci.configs} == {"synthetic"} and len(ci.configs) == 6 * 5 + 6 * 3 + 8 * 3 + 4
     with pytest.raises(ConfigError, match="unknown target.*fig7.*valid targets are: table-citeulike-t-cdae"):
         R.make_plan("ci", ["fig7"], out_dir=tmp_path)
     with pytest.raises(ConfigError, match="seeds=0 is out of range"):
