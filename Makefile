@@ -1,7 +1,7 @@
 # ibd-book: `make book` executes every chapter with papermill and builds the HTML book;
 # `make test` runs the unit tests, every chapter at the ci profile (checked by nbval) and the -W book build.
 PYTHON  ?= python3
-PROFILE ?= quick
+PROFILE ?= converged
 DEVICE  ?= auto
 # Offline copies of the datasets beside the clone are used when present; otherwise files are downloaded into data/.
 ifeq ($(IBD_DATA_DIR),)

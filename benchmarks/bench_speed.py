@@ -4,7 +4,7 @@
 
 Prints the issue-8 table: seconds per warm-up epoch of the teacher and the student alone, one
 full-ranking evaluation of every user, one plain BD epoch (fresh draws, no refresh), one rank refresh of
-both models, the BD and iBD epochs averaged over `--epochs` epochs with ranks refreshed every P epochs
+both models, the per-epoch student rankings RD and CD add, the BD and iBD epochs averaged over `--epochs` epochs with ranks refreshed every P epochs
 (refresh included), and the process's peak resident memory. `--cprofile` adds the top functions of one
 refresh and one BD epoch (where the time goes).
 """
@@ -15,6 +15,7 @@ import argparse
 import cProfile
 import io
 import json
+import math
 import pstats
 import resource
 import time
@@ -24,7 +25,7 @@ import torch
 from ibd_lite.bd import DIRS
 from ibd_lite.config import make_config
 from ibd_lite.data import load_split
-from ibd_lite.methods import BDState, Context, make_learner, new_model
+from ibd_lite.methods import BDState, Context, make_learner, new_model, ranks_of_items, top_items
 from ibd_lite.metrics import evaluate
 from ibd_lite.provenance import device_name
 from ibd_lite.sampling import UnobservedSampler
@@ -32,7 +33,9 @@ from ibd_lite.train import train_epoch
 
 ROWS = [("epoch_s_teacher", "teacher warm-up epoch"), ("epoch_s_student", "student warm-up epoch"),
         ("eval_all_users_s", "full-ranking evaluation (teacher)"), ("bd_plain_epoch_s", "plain BD epoch"),
-        ("refresh_s", "rank refresh of both models"), ("bd_epoch_s_mean", "BD epoch, averaged with refreshes"),
+        ("refresh_s", "rank refresh of both models"),
+        ("rd_rank_s", "RD's per-epoch ranks (student, the teacher's top 10)"),
+        ("cd_rank_s", "CD's per-epoch student top list (depth 30·ν)"), ("bd_epoch_s_mean", "BD epoch, averaged with refreshes"),
         ("ibd_epoch_s_mean", "iBD epoch, averaged with refreshes"), ("peak_rss_gb", "peak resident memory (GB)")]
 
 
@@ -86,6 +89,11 @@ def main() -> None:
     out["eval_all_users_s"] = timed(lambda: evaluate(t, split, "test"), a.repeat)
     state = BDState(ctx, t, s, tl, sl)
     out["refresh_s"] = timed(state.do_refresh)
+    # RD and CD re-rank for the student every epoch (methods.run_rd / run_cd): the part they add to an epoch
+    top = top_items(ctx, t, cfg.rd_k)                                                # [n_users, 10]
+    out["rd_rank_s"] = timed(lambda: ranks_of_items(ctx, s, top), a.repeat)
+    depth = min(split.n_items - int(split.train_counts.max()), max(1, math.ceil(30 * cfg.cd_mu)))
+    out["cd_rank_s"] = timed(lambda: top_items(ctx, s, depth), a.repeat)
 
     def plain_bd_epoch() -> None:
         state.set_kd({d: state.samplers[d].sample(state.n_u) for d in DIRS})
