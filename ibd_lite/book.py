@@ -157,8 +157,7 @@ class Chapter:
         results = self.runs(*({"method": m, "seed": int(s)} for s in seeds for m in methods))
         runs = [report.Run(self.out_dir / run_name(r["config"]), r) for r in results]
         rows = report.table_rows(runs, self.cfg.dataset, self.cfg.model, defaults_only=False)
-        return Comparison(rows, report.summary(rows), report.means(rows),
-                          report.comparisons(rows, metrics=metrics, n_boot=n_boot), report.provenance_of(rows))
+        return Comparison.from_rows(rows, n_boot, metrics)
 
     def provenance(self) -> None:
         """Print where this page's numbers came from: code commit, versions, device, elapsed time."""
@@ -186,6 +185,15 @@ class Comparison:
     means: Any            # pandas: seed means per row and metric (floats)
     tests: Any            # pandas: paired differences B − A with 95% CI, change %, p, verdict
     provenance: Any       # pandas: commits and code fingerprints per row
+
+    @classmethod
+    def from_rows(cls, rows: dict[str, list], n_boot: int = 10_000,
+                  metrics: Sequence[str] = ("H@50", "N@50")) -> "Comparison":
+        """Tables and paired tests of checked table rows (`ibd_lite.report.table_rows`)."""
+        from . import report
+
+        return cls(rows, report.summary(rows), report.means(rows),
+                   report.comparisons(rows, metrics=metrics, n_boot=n_boot), report.provenance_of(rows))
 
     @property
     def n_seeds(self) -> int:

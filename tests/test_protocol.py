@@ -196,3 +196,37 @@ def test_distilled_pairs_and_label_push(synthetic_split):
     push = label_push(pairs)
     assert push["pairs (%)"].sum() == pytest.approx(100.0)
     assert push["label above (%)"].dropna().between(0, 100).all()
+
+
+# ---------------------------------------------------------------- the chapters' comparison and its words
+
+def test_chapter_comparison_words_come_from_the_intervals(tmp_path, monkeypatch):
+    from ibd_lite import book
+
+    def fake(method, seed, ranks):
+        r = _fake(tmp_path, method, seed)
+        model = {"test": {"H@50": float((ranks <= 50).mean()), "H@100": float((ranks <= 100).mean()),
+                          "N@50": 0.1, "N@100": 0.1}, "ranks": {"test": encode(ranks), "valid": encode(ranks)}}
+        r.result["models"] = {k: model for k in r.result["models"]}
+        return r
+
+    hit, miss = np.ones(300, dtype=np.int64), np.full(300, 500, dtype=np.int64)
+    half = np.where(np.arange(300) < 150, 1, 500)
+    runs = [fake("teacher", s, half) for s in (0, 1)] + [fake("student", s, miss) for s in (0, 1)]
+    runs += [fake("bd", s, half) for s in (0, 1)] + [fake("ibd", s, hit) for s in (0, 1)]
+    glued = {}
+    monkeypatch.setattr(book, "glue", lambda name, value, fmt="": glued.setdefault(name, format(value, fmt)))
+    cmp = book.Comparison.from_rows(table_rows(runs, "synthetic", "cdae"), n_boot=500, metrics=("H@50",))
+    assert cmp.n_seeds == 2 and cmp.best_student() == "BD-Student"
+    # every user gains 0.5 on average from Student (0) to BD-Student (0.5): the interval excludes 0
+    assert cmp.test("BD-Student", "Student")["B − A"] == pytest.approx(0.5)
+    assert cmp.sentence("BD-Student", "Student").startswith("ahead of Student (")
+    assert cmp.sentence("BD-Teacher", "Teacher") == ("not distinguishable from Teacher (+0.0 % H@50, 95% CI of "
+                                                     "the difference [+0.0000, +0.0000])")
+    cmp.glue_all("x_")
+    assert glued["x_n_seeds"] == "2" and glued["x_mean_iBD_Student_H50"] == "1.0000"
+    assert glued["x_iBD_Student_vs_BD_Student_H50_verdict"] == "ahead"
+    assert glued["x_BD_Teacher_vs_Teacher_H50_verdict"] == "not distinguishable"
+    assert glued["x_iBD_Student_vs_BD_Student_H50_pct"] == "+100.0"
+    with pytest.raises(KeyError, match="no paired comparison RD vs Student"):
+        cmp.test("RD", "Student")
