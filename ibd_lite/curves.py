@@ -149,3 +149,29 @@ def plateau_table(curves: pd.DataFrame, metric: str = "N@50", tol: float = 0.01,
     out = pd.DataFrame.from_dict(recs, orient="index").loc[order]
     out.index.name = "row"
     return out
+
+
+def plateau_sentence(table: pd.DataFrame, metric: str = "N@50", tol: float = 0.01, tail: float = 0.2) -> str:
+    """The chapter's sentence on a `plateau_table`: every row plateaued within the budget, or which rows were
+    still rising at its end and by how much (words chosen from the numbers, never assumed)."""
+    if table.empty:
+        raise ConfigError("no rows in the plateau table: compute it with plateau_table(table_curves(runs))")
+    rising = table[table["still rising"]]
+    settled = table[~table["still rising"]]
+    if rising.empty:
+        last = table["plateau epoch"].idxmax()
+        return (f"every model's validation {metric} stopped improving by more than {tol:.0%} by epoch "
+                f"{int(table['plateau epoch'].max()):,} (the last to settle: {last})")
+    gains = ", ".join(f"{row} {g:+.1f} %" for row, g in rising["tail gain %"].items())
+    who = ("every model was" if settled.empty else
+           f"{_join(list(rising.index))} {'was' if len(rising) == 1 else 'were'}")
+    text = (f"{who} still rising at the end of the budget (best validation {metric} over the last "
+            f"{tail:.0%} of the epochs: {gains})")
+    if not settled.empty:
+        text += (f"; {'the other model' if len(settled) == 1 else 'the other models'} stopped improving by "
+                 f"more than {tol:.0%} by epoch {int(settled['plateau epoch'].max()):,}")
+    return text
+
+
+def _join(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]

@@ -7,7 +7,8 @@ import math
 import pandas as pd
 import pytest
 
-from ibd_lite.curves import curve_summary, history_frame, plateau_epoch, plateau_table, table_curves, tail_gain
+from ibd_lite.curves import (curve_summary, history_frame, plateau_epoch, plateau_sentence, plateau_table,
+                             table_curves, tail_gain)
 from ibd_lite.errors import ConfigError
 
 
@@ -159,3 +160,26 @@ def test_plateau_table_on_a_plain_frame():
                       "N@50": [0.1, 0.2, 0.2, 0.3, 0.3]})
     t = plateau_table(f)
     assert t["plateau epoch"].tolist() == [20, 10] and t["still rising"].tolist() == [False, False]
+
+
+def _table(rising: dict[str, float], settled: dict[str, int]) -> pd.DataFrame:
+    recs = {r: {"plateau epoch": 2000, "tail gain %": g, "still rising": True} for r, g in rising.items()}
+    recs.update({r: {"plateau epoch": e, "tail gain %": 0.0, "still rising": False} for r, e in settled.items()})
+    return pd.DataFrame.from_dict(recs, orient="index")
+
+
+def test_plateau_sentence_when_every_model_settled():
+    s = plateau_sentence(_table({}, {"Teacher": 400, "CD": 1250, "RD": 900}))
+    assert s == "every model's validation N@50 stopped improving by more than 1% by epoch 1,250 (the last to settle: CD)"
+
+
+def test_plateau_sentence_names_the_rising_rows_and_their_gains():
+    s = plateau_sentence(_table({"CD": 2.04}, {"Teacher": 400, "RD": 900}), metric="H@50")
+    assert s == ("CD was still rising at the end of the budget (best validation H@50 over the last 20% of the "
+                 "epochs: CD +2.0 %); the other models stopped improving by more than 1% by epoch 900")
+    s = plateau_sentence(_table({"CD": 2.0, "RD": 1.5, "BD-Student": 3.0}, {"Teacher": 400}))
+    assert s.startswith("CD, RD and BD-Student were still rising") and s.endswith("the other model stopped "
+                                                                                 "improving by more than 1% by epoch 400")
+    assert plateau_sentence(_table({"CD": 2.0}, {})).startswith("every model was still rising")
+    with pytest.raises(ConfigError, match="no rows"):
+        plateau_sentence(_table({}, {}))
