@@ -165,8 +165,8 @@ def plateau_sentence(table: pd.DataFrame, metric: str = "N@50", tol: float = 0.0
     gains = ", ".join(f"{row} {g:+.1f} %" for row, g in rising["tail gain %"].items())
     who = ("every model was" if settled.empty else
            f"{_join(list(rising.index))} {'was' if len(rising) == 1 else 'were'}")
-    text = (f"{who} still rising at the end of the budget (best validation {metric} over the last "
-            f"{tail:.0%} of the epochs: {gains})")
+    text = (f"{who} still rising at the end of the budget (gain of the best validation {metric} over "
+            f"the last {tail:.0%} of the budget: {gains})")
     if not settled.empty:
         text += (f"; {'the other model' if len(settled) == 1 else 'the other models'} stopped improving by "
                  f"more than {tol:.0%} by epoch {int(settled['plateau epoch'].max()):,}")

@@ -175,8 +175,8 @@ def test_plateau_sentence_when_every_model_settled():
 
 def test_plateau_sentence_names_the_rising_rows_and_their_gains():
     s = plateau_sentence(_table({"CD": 2.04}, {"Teacher": 400, "RD": 900}), metric="H@50")
-    assert s == ("CD was still rising at the end of the budget (best validation H@50 over the last 20% of the "
-                 "epochs: CD +2.0 %); the other models stopped improving by more than 1% by epoch 900")
+    assert s == ("CD was still rising at the end of the budget (gain of the best validation H@50 over the last "
+                 "20% of the budget: CD +2.0 %); the other models stopped improving by more than 1% by epoch 900")
     s = plateau_sentence(_table({"CD": 2.0, "RD": 1.5, "BD-Student": 3.0}, {"Teacher": 400}))
     assert s.startswith("CD, RD and BD-Student were still rising") and s.endswith("the other model stopped "
                                                                                  "improving by more than 1% by epoch 400")
