@@ -40,3 +40,31 @@ def set_style() -> None:
 def figsize(height: float = 3.2, width: float = WIDTH) -> tuple[float, float]:
     """(width, height) in inches for a column-wide figure."""
     return (width, height)
+
+
+def learning_curves(curves, plateaus: dict, warmup_end: int, metrics=("N@50", "H@50"), height: float = 5.0):
+    """Validation curves of every table row (teachers above, students below, one column per metric), a dotted
+    line at the end of the warm-up and a triangle at each row's plateau epoch (`plateaus[metric]`, a
+    `curves.plateau_table`). Returns the figure."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    rows = list(dict.fromkeys(curves["row"]))
+    palette = dict(zip(rows, sns.color_palette("tab10", len(rows))))
+    fig, axes = plt.subplots(2, len(metrics), figsize=figsize(height), sharex=True, squeeze=False)
+    for i, role in enumerate(("teacher", "student")):
+        sub = curves[curves["role"] == role]
+        for j, metric in enumerate(metrics):
+            ax = axes[i, j]
+            sns.lineplot(sub, x="epoch", y=metric, hue="row", palette=palette, lw=1, ax=ax,
+                         legend=j == len(metrics) - 1)
+            for row, g in sub.groupby("row", sort=False):
+                e = plateaus[metric].loc[row, "plateau epoch"]
+                ax.plot(e, g.loc[g["epoch"] == e, metric].iloc[0], "v", color=palette[row], ms=7, mec="black",
+                        mew=0.5)
+            ax.axvline(warmup_end, color="grey", ls=":", lw=1)
+            ax.set_ylabel(f"validation {metric}")
+            if j == len(metrics) - 1:
+                ax.legend(title=f"{role}s", loc="lower right", fontsize="x-small", title_fontsize="x-small")
+    fig.tight_layout()
+    return fig
