@@ -99,8 +99,9 @@ def label_push(pairs: pd.DataFrame, rank_col: str = "rank_T") -> pd.DataFrame:
     out["upward push (%)"] = 100 * g["up_push"].sum() / total_up if total_up > 0 else 0.0
     if "above_k" in f:
         out[f"label above #{pairs.attrs.get('k', 'k')} (%)"] = 100 * g["above_k"].mean()
-    out.index.name = f"receiver's rank ({rank_col})"
-    return out[out["pairs (%)"] > 0]
+    out = out[out["pairs (%)"] > 0]
+    out.index = pd.Index(out.index.astype(str), name=f"receiver's rank ({rank_col})")
+    return out
 
 
 # ------------------------------------------------------------------------------- reading finished results
@@ -157,3 +158,11 @@ def paired_frame(rows: dict[str, list], pairs: Sequence[tuple[str, str]], metric
                          "lo %": 100 * c["lo"] / base, "hi %": 100 * c["hi"] / base, "p": c["p"],
                          "seeds": len(c["seeds"]), "verdict": short_verdict(c)})
     return pd.DataFrame(recs)
+
+
+def paired_sentence(t: "pd.Series | dict", a: str) -> str:
+    """One line of `paired_frame` in words, as `Comparison.sentence` writes them: 'ahead of A (+4.1 % H@50,
+    95% CI of the difference [+0.0012, +0.0061])'; the word comes from the interval alone."""
+    word = {"ahead": f"ahead of {a}", "behind": f"behind {a}"}.get(t["verdict"], f"not distinguishable from {a}")
+    change = "change undefined" if pd.isna(t["change %"]) else f"{t['change %']:+.1f} %"
+    return f"{word} ({change} {t['metric']}, 95% CI of the difference [{t['lo']:+.4f}, {t['hi']:+.4f}])"

@@ -134,3 +134,13 @@ def test_paired_frame_change_is_undefined_when_a_scores_zero(tmp_path):
                                   "B": ([_result("bd", 0, np.zeros(10, dtype=int))], "teacher")})
     f = paired_frame(rows, [("A", "B")], n_boot=100)
     assert f.loc[0, "B − A"] == 1.0 and math.isnan(f.loc[0, "change %"])
+
+
+def test_paired_sentence_words_follow_the_interval():
+    from ibd_lite.analysis import paired_sentence
+
+    t = {"verdict": "behind", "change %": -2.0, "metric": "H@50", "lo": -0.004, "hi": -0.001}
+    assert paired_sentence(t, "BD") == "behind BD (-2.0 % H@50, 95% CI of the difference [-0.0040, -0.0010])"
+    assert paired_sentence(dict(t, verdict="n.d.", hi=0.001), "BD").startswith("not distinguishable from BD (")
+    assert paired_sentence(dict(t, verdict="ahead", **{"change %": float("nan")}), "A").startswith(
+        "ahead of A (change undefined H@50")
