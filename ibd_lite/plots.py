@@ -66,5 +66,5 @@ def paired_ci_plot(frame, ax=None, label: str = "B vs A"):
     ax.set_yticks(range(len(labels)), labels)
     ax.set_ylim(len(labels) - 0.5, -0.5)
     ax.set(xlabel="B − A, % of A (95% CI over users)", ylabel="")
-    ax.legend(loc="best", fontsize="x-small")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="x-small", frameon=False)
     return ax
