@@ -68,3 +68,31 @@ def learning_curves(curves, plateaus: dict, warmup_end: int, metrics=("N@50", "H
                 ax.legend(title=f"{role}s", loc="lower right", fontsize="x-small", title_fontsize="x-small")
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------ paired intervals (chapters 4 and 5)
+VERDICT_COLORS = {"ahead": "tab:green", "behind": "tab:red", "n.d.": "tab:grey"}
+
+
+def paired_ci_plot(frame, ax=None, label: str = "B vs A"):
+    """Forest plot of paired tests (`ibd_lite.analysis.paired_frame`): per line its change in % of A with
+    the 95% interval, coloured by verdict, one marker per metric; the dashed line is no difference."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    ax = ax or plt.gca()
+    f = frame.reset_index(drop=True)
+    labels = list(dict.fromkeys(f[label]))
+    metrics = list(dict.fromkeys(f["metric"]))
+    step = 0.6 / max(len(metrics), 1)
+    f = f.assign(y=[labels.index(v) + step * (metrics.index(m) - (len(metrics) - 1) / 2)
+                    for v, m in zip(f[label], f["metric"])])
+    ax.hlines(f["y"], f["lo %"], f["hi %"], colors=[VERDICT_COLORS.get(v, "black") for v in f["verdict"]], lw=2)
+    sns.scatterplot(f, x="change %", y="y", hue="verdict", style="metric", palette=VERDICT_COLORS,
+                    hue_order=[v for v in VERDICT_COLORS if v in set(f["verdict"])], s=60, zorder=3, ax=ax)
+    ax.axvline(0, color="black", ls="--", lw=1)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_ylim(len(labels) - 0.5, -0.5)
+    ax.set(xlabel="B − A, % of A (95% CI over users)", ylabel="")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="x-small", frameon=False)
+    return ax
