@@ -144,25 +144,7 @@ def result_rows(out_dir: "str | Path", rows: dict[str, tuple[Iterable[dict], str
 
 def paired_frame(rows: dict[str, list], pairs: Sequence[tuple[str, str]], metrics: Sequence[str] = ("H@50",),
                  n_boot: int = 10_000) -> pd.DataFrame:
-    """Paired tests B − A (per user, pooled over the common seeds) with numeric bounds: one line per
-    (pair, metric) with A, B, B − A, lo, hi, change % and its bounds, p, seeds and verdict."""
-    from .report import compare, short_verdict
+    """Paired tests B − A of any rows (e.g. an ablation's; `report.comparisons` with the pairs first)."""
+    from .report import comparisons
 
-    recs = []
-    for a, b in pairs:
-        for m in metrics:
-            c = compare(rows, a, b, m, n_boot)
-            base = c["mean_a"] if c["mean_a"] > 0 else np.nan
-            recs.append({"B vs A": f"{b} vs {a}", "metric": m, "A": c["mean_a"], "B": c["mean_b"],
-                         "B − A": c["mean"], "lo": c["lo"], "hi": c["hi"], "change %": 100 * c["mean"] / base,
-                         "lo %": 100 * c["lo"] / base, "hi %": 100 * c["hi"] / base, "p": c["p"],
-                         "seeds": len(c["seeds"]), "verdict": short_verdict(c)})
-    return pd.DataFrame(recs)
-
-
-def paired_sentence(t: "pd.Series | dict", a: str) -> str:
-    """One line of `paired_frame` in words, as `Comparison.sentence` writes them: 'ahead of A (+4.1 % H@50,
-    95% CI of the difference [+0.0012, +0.0061])'; the word comes from the interval alone."""
-    word = {"ahead": f"ahead of {a}", "behind": f"behind {a}"}.get(t["verdict"], f"not distinguishable from {a}")
-    change = "change undefined" if pd.isna(t["change %"]) else f"{t['change %']:+.1f} %"
-    return f"{word} ({change} {t['metric']}, 95% CI of the difference [{t['lo']:+.4f}, {t['hi']:+.4f}])"
+    return comparisons(rows, metrics=metrics, pairs=pairs, n_boot=n_boot)

@@ -208,10 +208,9 @@ class Comparison:
 
     def sentence(self, b: str, a: str, metric: str = "H@50") -> str:
         """'ahead of X (+4.1 %, 95% CI of the difference [+0.0012, +0.0061])' -- words from the interval."""
-        t = self.test(b, a, metric)
-        word = {"ahead": f"ahead of {a}", "behind": f"behind {a}"}.get(
-            t["verdict"], f"not distinguishable from {a}")
-        return f"{word} ({t['change %']:+.1f} % {metric}, 95% CI of the difference {t['95% CI']})"
+        from .report import sentence
+
+        return sentence(self.test(b, a, metric), a)
 
     def best_student(self) -> str:
         """The student row (iBD's excluded) with the highest mean H@50."""

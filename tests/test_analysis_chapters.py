@@ -137,7 +137,7 @@ def test_paired_frame_change_is_undefined_when_a_scores_zero(tmp_path):
 
 
 def test_paired_sentence_words_follow_the_interval():
-    from ibd_lite.analysis import paired_sentence
+    from ibd_lite.report import sentence as paired_sentence
 
     t = {"verdict": "behind", "change %": -2.0, "metric": "H@50", "lo": -0.004, "hi": -0.001}
     assert paired_sentence(t, "BD") == "behind BD (-2.0 % H@50, 95% CI of the difference [-0.0040, -0.0010])"
