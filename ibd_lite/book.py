@@ -378,6 +378,17 @@ def glue(name: str, value: Any, fmt: str = "") -> str:
     return text
 
 
+def glue_md(name: str, text: str) -> str:
+    """Store Markdown (bold, links, ...) for the prose ({glue:md}`name`); returns the text."""
+    try:
+        from IPython.display import Markdown
+        from myst_nb import glue as _glue
+    except ImportError:           # pragma: no cover - Colab without myst_nb
+        return text
+    _glue(name, Markdown(text), display=False)
+    return text
+
+
 # ------------------------------------------------------------------------------------------ readable tables
 def tidy(df, decimals: "int | dict[str, int]" = 4, int_columns: Sequence[str] = (), missing: str = "–"):
     """A copy of a DataFrame as text for reading: integers with thousands separators, floats with a

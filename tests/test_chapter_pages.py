@@ -103,7 +103,7 @@ def test_every_glued_name_used_in_the_prose_is_stored(chapter):
     used = set()
     for c in chapter["cells"]:
         if c["cell_type"] == "markdown":
-            used |= set(re.findall(r"\{glue:text\}`([\w]+)", _src(c)))
+            used |= set(re.findall(r"\{glue:(?:text|md)\}`([\w]+)", _src(c)))
     stored = {o["metadata"]["scrapbook"]["name"] for c in chapter["cells"] for o in c.get("outputs", [])
               if "scrapbook" in o.get("metadata", {})}
     assert used, "the prose quotes the run's numbers"
