@@ -421,13 +421,18 @@ def _repo_relative(path: "str | Path") -> str:
     return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)
 
 
-def hide_injected(path: Path) -> None:
-    """Tag papermill's injected-parameters cell `remove-cell`, so the book does not show it."""
+def finish_page(path: Path, title: str | None = None) -> None:
+    """Make an executed notebook a book page: hide papermill's injected-parameters cell (tag `remove-cell`)
+    and give the page its own title (the first heading), so that the six table pages differ in the contents."""
     nb = json.loads(path.read_text())
     for cell in nb["cells"]:
         tags = cell.setdefault("metadata", {}).setdefault("tags", [])
         if "injected-parameters" in tags and "remove-cell" not in tags:
             tags.append("remove-cell")
+    first = next((c for c in nb["cells"] if c["cell_type"] == "markdown"), None)
+    if title and first is not None and "".join(first["source"]).startswith("# "):
+        lines = "".join(first["source"]).split("\n")
+        first["source"] = "\n".join([f"# {title}", *lines[1:]]).splitlines(keepends=True)
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
@@ -445,7 +450,7 @@ def execute_notebooks(plan: Plan, nb_dir: "str | Path", progress: bool = True) -
             t0 = time.perf_counter()
             try:
                 pm.execute_notebook(str(src), str(dst), parameters=params, cwd=str(src.parent), progress_bar=False)
-                hide_injected(dst)
+                finish_page(dst, page_title(t.name))
             except Exception as e:  # noqa: BLE001 - report and go on with the other notebooks
                 failed[t.name] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
                 print(f"FAILED notebook {t.name} ({src.name}) -> {dst}: {failed[t.name]}", file=sys.stderr)
@@ -466,6 +471,23 @@ def default_nb_dir(profile: str) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ notebook helpers
+
+DATASET_NAMES = {"citeulike-t": "CiteULike", "foursquare-tky": "Foursquare-Tokyo",
+                 "foursquare-nyc": "Foursquare-New York"}
+MODEL_NAMES = {"cdae": "CDAE", "neumf": "NeuMF"}
+
+
+def page_title(target: str) -> str | None:
+    """The title of a target's page in the book ('CiteULike with CDAE'); None: the template's own."""
+    t = targets().get(target)
+    p = dict(t.params) if t else {}
+    if target.startswith("table-") and p:
+        return f"{DATASET_NAMES[p['dataset']]} with {MODEL_NAMES[p['model']]}"
+    if target in ("fig4", "fig5"):
+        return (f"Figure {p['figure']}: items sampled and corrected, {MODEL_NAMES[p['model']]} on "
+                f"{DATASET_NAMES[p['dataset']]}")
+    return None
+
 
 def select_runs(results_dir: "str | Path", profile: str, seeds: int | None = None) -> list[Run]:
     """The finished runs of one profile in a folder, made by the current protocol and training code (what
@@ -769,12 +791,31 @@ def tables_overview(runs: Sequence[Run], profile: str, seeds: int | None = None,
                     col = next((k for k, v in cols.items() if v == (a, b)), "iBD-S vs best student")
                     words = short_verdict(c["verdict"])
                     rec[col] = f"{c['change %']:+.1f} % ({'n.d.' if words.startswith('not') else words})"
-                    tests.append({"dataset": d, "model": m, "comparison": col, "A": a, "B": b,
-                                  "change %": float(c["change %"]), "95% CI": c["95% CI"], "verdict": words,
-                                  "seeds": int(c["seeds"])})
+                    tests.append({"dataset": d, "model": m, "comparison": col, "A": a, "B": b, "mean A": c["A"],
+                                  "B − A": c["B − A"], "lo": _ci(c["95% CI"])[0], "hi": _ci(c["95% CI"])[1],
+                                  "change %": float(c["change %"]), "verdict": words, "seeds": int(c["seeds"])})
             shown.append(rec)
-    cols = ["dataset", "model", "comparison", "A", "B", "change %", "95% CI", "verdict", "seeds"]
+    cols = ["dataset", "model", "comparison", "A", "B", "mean A", "B − A", "lo", "hi", "change %", "verdict", "seeds"]
     return pd.DataFrame(shown), pd.DataFrame(tests, columns=cols)
+
+
+def _ci(text: str) -> tuple[float, float]:
+    """'[-0.0012, +0.0034]' -> (-0.0012, 0.0034) (the interval as report.comparisons prints it)."""
+    lo, hi = text.strip("[]").split(",")
+    return float(lo), float(hi)
+
+
+def results_provenance(runs: Sequence[Run], results_dir: "str | Path") -> str:
+    """One line: how many runs a page read, from which folder, commits and code fingerprints (MIXED when several)."""
+    provs = [r.result.get("provenance", {}) for r in runs]
+    commits = sorted({p.get("commit", "unknown")[:10] + ("+dirty" if p.get("dirty") else "") for p in provs})
+    prints = sorted({p.get("code_fingerprint", "none") for p in provs})
+    where = _repo_relative(results_dir)
+    if not runs:
+        return f"results: no finished run in {where}"
+    mixed = " (MIXED: more than one commit or code fingerprint)" if len(commits) > 1 or len(prints) > 1 else ""
+    return (f"results: {len(runs)} finished runs in {where}, commit(s) {' '.join(commits)}, "
+            f"code fingerprint(s) {' '.join(prints)}{mixed}")
 
 
 ANALYSES = (("fig3", "Figure 3", "H@50 and N@50 every 10 epochs, BD vs iBD"),
@@ -792,7 +833,8 @@ def analyses_overview(runs: Sequence[Run], profile: str, seeds: int | None = Non
     for name, title, what in ANALYSES:
         st, p = target_status(name, runs, profile, seeds), dict(every[name].params)
         cell = _nice(p["dataset"], p["model"]) if "dataset" in p else "all six tables"
-        recs.append({"page": title, "shows": what, "cell": cell, "seeds": f"{len(st.seeds)}/{st.planned_seeds}",
+        seeds_done = "–" if st.each_run else f"{len(st.seeds)}/{st.planned_seeds}"
+        recs.append({"page": title, "shows": what, "cell": cell, "seeds": seeds_done,
                      "runs": f"{st.finished_runs}/{st.planned_runs}", "state": st.state, "target": name})
     return pd.DataFrame(recs)
 

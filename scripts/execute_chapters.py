@@ -1,6 +1,6 @@
 """Execute the book's chapters with papermill.
 
-    python scripts/execute_chapters.py --profile quick --in-place      # the main job: outputs into the sources
+    python scripts/execute_chapters.py --profile converged --in-place  # the main job: outputs into the sources
     python scripts/execute_chapters.py --profile ci --out-dir build/ci  # tests: executed copies elsewhere
     python scripts/execute_chapters.py --only 04_bd --out-dir build/try -p model '"neumf"'
 
@@ -33,7 +33,7 @@ class UsageError(Exception):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="quick", choices=["ci", "quick", "paper"])
+    ap.add_argument("--profile", default="converged", choices=["ci", "quick", "converged", "paper"])
     ap.add_argument("--device", default="auto")
     where = ap.add_mutually_exclusive_group(required=True)
     where.add_argument("--in-place", action="store_true", help="write outputs into book/chapters")
