@@ -422,12 +422,13 @@ def _repo_relative(path: "str | Path") -> str:
 
 
 def finish_page(path: Path, title: str | None = None) -> None:
-    """Make an executed notebook a book page: hide papermill's injected-parameters cell (tag `remove-cell`)
-    and give the page its own title (the first heading), so that the six table pages differ in the contents."""
+    """Make an executed notebook a book page: hide the template's parameters cell and papermill's injected
+    one (tag `remove-cell`: the page prints what it shows), and give the page its own title (the first
+    heading), so that the six table pages differ in the contents."""
     nb = json.loads(path.read_text())
     for cell in nb["cells"]:
         tags = cell.setdefault("metadata", {}).setdefault("tags", [])
-        if "injected-parameters" in tags and "remove-cell" not in tags:
+        if {"injected-parameters", "parameters"} & set(tags) and "remove-cell" not in tags:
             tags.append("remove-cell")
     first = next((c for c in nb["cells"] if c["cell_type"] == "markdown"), None)
     if title and first is not None and "".join(first["source"]).startswith("# "):
