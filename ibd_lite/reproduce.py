@@ -411,6 +411,9 @@ def notebook_jobs(plan: Plan, nb_dir: Path) -> list[tuple[Target, Path, Path, di
         params = dict(t.params, profile=plan.profile, results_dir=_repo_relative(plan.out_dir))
         if "dataset" in params:
             params["seeds"] = plan.seeds.get((params["dataset"], params["model"]))
+        else:                                       # every cell (Table 7): --seeds N, else each cell's default
+            n = set(plan.seeds.values())
+            params["seeds"] = n.pop() if len(n) == 1 else None
         out.append((t, NOTEBOOKS / t.notebook, Path(nb_dir) / f"{t.name}.ipynb", params))
     return out
 
@@ -564,7 +567,8 @@ class Status:
         """A Markdown paragraph: what this page shows, what is pending and the command that trains it."""
         run = f"\n\n```bash\n{self.command}\n```\n"
         if self.problem:
-            return (f"**Cannot be shown yet.** {self.title}: {self.finished_runs} of {self.planned_runs} planned "
+            title = self.title[:1].upper() + self.title[1:]
+            return (f"**Cannot be shown yet.** {title}: {self.finished_runs} of {self.planned_runs} planned "
                     f"runs are finished, but they do not go together: {self.problem}")
         if self.complete:
             return (f"All {self.planned_runs} planned runs of {self.title} are finished "
@@ -617,13 +621,14 @@ def table_status(runs: Sequence[Run], dataset: str, model: str, profile: str,
     from .report import table_rows
 
     n, data = _planned(dataset, model, seeds), data_name(dataset, profile)
-    mine = [r for r in runs if r.config["seed"] < n]
+    mine = [r for r in runs if (r.config["dataset"], r.config["model"]) == (data, model) and r.config["seed"] < n
+            and _is_default(r.config)]
     try:
         rows, problem = table_rows(mine, data, model), ""
     except ConfigError as e:
         rows, problem = {}, str(e)
     table_runs = {id(r): r for rs in rows.values() for r, _ in rs}
-    have = {(r.config["method"], r.config["seed"]) for r in table_runs.values()}
+    have = {(r.config["method"], r.config["seed"]) for r in mine}
     st = _status(f"the {_nice(dataset, model)} table", command(profile, f"table-{dataset}-{model}",
                                                                 _seeds_arg(seeds, dataset, model)),
                  {(m, s) for m in _methods() for s in range(n)}, have, problem)
