@@ -222,11 +222,11 @@ def test_rendered_pages_hide_parameters_read_the_repository_folder_and_say_what_
     notes = [o["data"]["application/papermill.record/text/markdown"] for c in nb["cells"]
              for o in c.get("outputs", []) if o.get("metadata", {}).get("scrapbook", {}).get("name") == "status_note"]
     assert len(notes) == 1
-    st = R.target_status(target, R.select_runs(ROOT / "results" / "converged", "converged"), "converged",
-                         params.get("seeds"))
-    assert notes[0] == st.note()                                   # the page matches the results committed
-    if not st.complete:
+    # (the page's numbers are checked against the result files by its check cell when it is rendered; here
+    # only its form, as the grid adds results to results/converged between renders)
+    if not notes[0].startswith("All "):
         assert f"python -m ibd_lite reproduce --profile converged --only {target}" in notes[0]
+        assert re.search(r"\*\*(Not run yet|Partial results|Cannot be shown yet)\.\*\*", notes[0])
 
 
 def test_page_titles_are_distinct():
