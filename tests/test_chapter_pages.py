@@ -124,8 +124,8 @@ def test_figures_are_column_sized_at_150_dpi(chapter):
         assert 6.0 * 150 <= w <= 7.2 * 150, (w, h)       # 6–7 inches at 150 dpi (tight bounding box)
 
 
-def test_chapters_were_executed_at_quick_without_errors(chapter):
-    assert chapter["metadata"]["papermill"]["parameters"]["profile"] in ("quick", "converged")
+def test_chapters_were_executed_at_converged_without_errors(chapter):
+    assert chapter["metadata"]["papermill"]["parameters"]["profile"] == "converged"
     for cell in chapter["cells"]:
         assert all(o["output_type"] != "error" for o in cell.get("outputs", []))
 
