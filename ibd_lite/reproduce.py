@@ -569,22 +569,26 @@ class Status:
         if self.problem:
             title = self.title[:1].upper() + self.title[1:]
             return (f"**Cannot be shown yet.** {title}: {self.finished_runs} of {self.planned_runs} planned "
-                    f"runs are finished, but they do not go together: {self.problem}")
+                    f"runs {_are(self.finished_runs)} finished, but they do not go together: {self.problem}")
         if self.complete:
             return (f"All {self.planned_runs} planned runs of {self.title} are finished "
                     f"({self.planned_seeds} seed{'s' * (self.planned_seeds != 1)}).")
+        have = f"{self.finished_runs} of {self.planned_runs} planned runs of {self.title} {_are(self.finished_runs)}"
         if self.ready and self.each_run:
-            return (f"**Partial results.** {self.finished_runs} of {self.planned_runs} planned runs of {self.title} "
-                    f"are finished; this page shows those, so its numbers will change. The rest trains with{run}")
-        if self.ready:
-            return (f"**Partial results.** {self.finished_runs} of {self.planned_runs} planned runs of {self.title} "
-                    f"are finished; this page shows the {len(self.seeds)} of {self.planned_seeds} planned seeds "
-                    f"that are complete for every part ({_seed_list(self.seeds)}), so its numbers will change. "
+            return (f"**Partial results.** {have} finished; this page shows those, so its numbers will change. "
                     f"The rest trains with{run}")
-        done = (f"{self.finished_runs} of the {self.planned_runs} planned runs of {self.title} are finished, but no "
-                "seed is complete for every part yet") if self.finished_runs else (
-            f"None of the {self.planned_runs} planned runs of {self.title} is finished yet")
+        if self.ready:
+            return (f"**Partial results.** {have} finished; this page shows the {len(self.seeds)} of "
+                    f"{self.planned_seeds} planned seeds that are complete for every part "
+                    f"({_seed_list(self.seeds)}), so its numbers will change. The rest trains with{run}")
+        done = (f"{have.replace(' of ', ' of the ', 1)} finished, but no seed is complete for every part yet"
+                if self.finished_runs else f"None of the {self.planned_runs} planned runs of {self.title} is "
+                                           "finished yet")
         return f"**Not run yet.** {done}, so there is nothing to show. The page fills in as they train, with{run}"
+
+
+def _are(n: int) -> str:
+    return "is" if n == 1 else "are"
 
 
 def _seed_list(seeds: Sequence[int]) -> str:
