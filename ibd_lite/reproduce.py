@@ -816,7 +816,8 @@ def _ci(text: str) -> tuple[float, float]:
 
 
 def results_provenance(runs: Sequence[Run], results_dir: "str | Path") -> str:
-    """One line: how many runs a page read, from which folder, commits and code fingerprints (MIXED when several)."""
+    """Two lines: how many runs a page read and from which folder; their commits and code fingerprints (MIXED
+    when several)."""
     provs = [r.result.get("provenance", {}) for r in runs]
     commits = sorted({p.get("commit", "unknown")[:10] + ("+dirty" if p.get("dirty") else "") for p in provs})
     prints = sorted({p.get("code_fingerprint", "none") for p in provs})
@@ -824,8 +825,8 @@ def results_provenance(runs: Sequence[Run], results_dir: "str | Path") -> str:
     if not runs:
         return f"results: no finished run in {where}"
     mixed = " (MIXED: more than one commit or code fingerprint)" if len(commits) > 1 or len(prints) > 1 else ""
-    return (f"results: {len(runs)} finished runs in {where}, commit(s) {' '.join(commits)}, "
-            f"code fingerprint(s) {' '.join(prints)}{mixed}")
+    return (f"results: {len(runs)} finished run{'s' * (len(runs) != 1)} in {where}\n"
+            f"  commit(s) {' '.join(commits)}; code fingerprint(s) {' '.join(prints)}{mixed}")
 
 
 ANALYSES = (("fig3", "Figure 3", "H@50 and N@50 every 10 epochs, BD vs iBD"),

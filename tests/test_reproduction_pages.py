@@ -162,8 +162,9 @@ def test_select_runs_keeps_current_code_and_says_what_it_left_out(tmp_path):
     assert R.resolve_results_dir(None, "ci") == ROOT / "results" / "ci"
     assert R.resolve_results_dir("results/x", "ci") == ROOT / "results" / "x"
     line = R.results_provenance(R.select_runs(tmp_path, "ci"), tmp_path)
-    assert line == f"results: 1 finished runs in {tmp_path}, commit(s) abc, code fingerprint(s) " \
+    assert line == f"results: 1 finished run in {tmp_path}\n  commit(s) abc; code fingerprint(s) " \
                    f"{code_fingerprint('cdae')}"
+    assert R.results_provenance([], "results/x") == "results: no finished run in results/x"
 
 
 # ------------------------------------------------------------------------------------------ committed pages
