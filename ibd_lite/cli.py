@@ -109,6 +109,9 @@ def _add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--dry-run", action="store_true", help="print what would train and the estimated time")
     what.add_argument("--list", action="store_true", help="print one shell command per pending run (stdout)")
     what.add_argument("--no-notebooks", action="store_true", help="train only, do not execute the notebooks")
+    what.add_argument("--render-only", action="store_true",
+                      help="train nothing: execute the chosen targets' notebooks from the results that exist "
+                           "(a table or figure without results renders a page that says what is pending)")
     rp.add_argument("--quiet", action="store_true")
 
 
@@ -185,6 +188,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(R.describe(plan, args.jobs))
         return 0
+    if args.render_only:
+        return _render_only(R, plan, args)
     outcome = R.train(plan, jobs=args.jobs, progress=not args.quiet)
     R.compact_store(plan)
     failed_nb = {} if args.no_notebooks else R.execute_notebooks(plan, args.nb_dir or R.default_nb_dir(args.profile),
@@ -195,6 +200,20 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if outcome.failed or failed_nb:
         print(f"error: {len(outcome.failed)} run(s) and {len(failed_nb)} notebook(s) failed (logs above); the "
               "others are done. Fix the cause and rerun the same command to resume", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _render_only(R, plan, args: argparse.Namespace) -> int:
+    """--render-only: execute the notebooks from the results on disk; nothing trains, no result is rewritten."""
+    nb_dir = args.nb_dir or R.default_nb_dir(args.profile)
+    failed_nb = R.execute_notebooks(plan, nb_dir, progress=not args.quiet)
+    print(json.dumps({"profile": args.profile, "out_dir": str(plan.out_dir), "nb_dir": str(nb_dir),
+                      "runs": len(plan.configs), "finished": len(plan.done), "pending": len(plan.pending),
+                      "rendered": [t.name for t in plan.targets if t.notebook and t.name not in failed_nb],
+                      "failed_notebooks": failed_nb}, indent=1))
+    if failed_nb:
+        print(f"error: {len(failed_nb)} notebook(s) failed (see above)", file=sys.stderr)
         return 1
     return 0
 

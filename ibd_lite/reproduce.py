@@ -408,11 +408,36 @@ def notebook_jobs(plan: Plan, nb_dir: Path) -> list[tuple[Target, Path, Path, di
     """(target, template, executed copy, parameters) of every target's notebook."""
     out = []
     for t in (t for t in plan.targets if t.notebook):
-        params = dict(t.params, profile=plan.profile, results_dir=str(Path(plan.out_dir).resolve()))
+        params = dict(t.params, profile=plan.profile, results_dir=_repo_relative(plan.out_dir))
         if "dataset" in params:
             params["seeds"] = plan.seeds.get((params["dataset"], params["model"]))
+        else:                                       # every cell (Table 7): --seeds N, else each cell's default
+            n = set(plan.seeds.values())
+            params["seeds"] = n.pop() if len(n) == 1 else None
         out.append((t, NOTEBOOKS / t.notebook, Path(nb_dir) / f"{t.name}.ipynb", params))
     return out
+
+
+def _repo_relative(path: "str | Path") -> str:
+    """A folder relative to the repository when inside it (executed notebooks then hold no machine's path)."""
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)
+
+
+def finish_page(path: Path, title: str | None = None) -> None:
+    """Make an executed notebook a book page: hide the template's parameters cell and papermill's injected
+    one (tag `remove-cell`: the page prints what it shows), and give the page its own title (the first
+    heading), so that the six table pages differ in the contents."""
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if {"injected-parameters", "parameters"} & set(tags) and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    first = next((c for c in nb["cells"] if c["cell_type"] == "markdown"), None)
+    if title and first is not None and "".join(first["source"]).startswith("# "):
+        lines = "".join(first["source"]).split("\n")
+        first["source"] = "\n".join([f"# {title}", *lines[1:]]).splitlines(keepends=True)
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
 def execute_notebooks(plan: Plan, nb_dir: "str | Path", progress: bool = True) -> dict[str, str]:
@@ -429,6 +454,7 @@ def execute_notebooks(plan: Plan, nb_dir: "str | Path", progress: bool = True) -
             t0 = time.perf_counter()
             try:
                 pm.execute_notebook(str(src), str(dst), parameters=params, cwd=str(src.parent), progress_bar=False)
+                finish_page(dst, page_title(t.name))
             except Exception as e:  # noqa: BLE001 - report and go on with the other notebooks
                 failed[t.name] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
                 print(f"FAILED notebook {t.name} ({src.name}) -> {dst}: {failed[t.name]}", file=sys.stderr)
@@ -450,14 +476,263 @@ def default_nb_dir(profile: str) -> Path:
 
 # ------------------------------------------------------------------------------------------ notebook helpers
 
+DATASET_NAMES = {"citeulike-t": "CiteULike", "foursquare-tky": "Foursquare-Tokyo",
+                 "foursquare-nyc": "Foursquare-New York"}
+MODEL_NAMES = {"cdae": "CDAE", "neumf": "NeuMF"}
+
+
+def page_title(target: str) -> str | None:
+    """The title of a target's page in the book ('CiteULike with CDAE'); None: the template's own."""
+    t = targets().get(target)
+    p = dict(t.params) if t else {}
+    if target.startswith("table-") and p:
+        return f"{DATASET_NAMES[p['dataset']]} with {MODEL_NAMES[p['model']]}"
+    if target in ("fig4", "fig5"):
+        return (f"Figure {p['figure']}: items sampled and corrected, {MODEL_NAMES[p['model']]} on "
+                f"{DATASET_NAMES[p['dataset']]}")
+    return None
+
+
 def select_runs(results_dir: "str | Path", profile: str, seeds: int | None = None) -> list[Run]:
-    """The finished runs of one profile in a folder, seeds 0..seeds-1 only when `seeds` is given."""
-    runs = [r for r in load_runs(results_dir) if r.config.get("profile") == profile
-            and (seeds is None or r.config["seed"] < seeds)]
-    if not runs:
-        raise ConfigError(f"no {profile} results in {results_dir}: run `python -m ibd_lite reproduce --profile "
-                          f"{profile}` first")
-    return runs
+    """The finished runs of one profile in a folder, made by the current protocol and training code (what
+    `reproduce` counts as done), seeds 0..seeds-1 only when given; [] when there are none yet."""
+    return [r for r in _profile_runs(results_dir, profile)
+            if is_finished(r.result, r.config) and (seeds is None or r.config["seed"] < seeds)]
+
+
+def stale_runs(results_dir: "str | Path", profile: str) -> list[Run]:
+    """Result files of the profile that other training code (or an older protocol) made: never shown."""
+    return [r for r in _profile_runs(results_dir, profile) if not is_finished(r.result, r.config)]
+
+
+def _profile_runs(results_dir: "str | Path", profile: str) -> list[Run]:
+    if not Path(results_dir).is_dir():
+        return []
+    try:
+        runs = load_runs(results_dir)
+    except ConfigError:                             # an empty folder
+        return []
+    return [r for r in runs if isinstance(r.config, dict) and r.config.get("profile") == profile]
+
+
+def resolve_results_dir(results_dir: "str | Path | None", profile: str) -> Path:
+    """A notebook's result folder: results/<profile> when None, a relative path taken from the repository."""
+    if results_dir is None:
+        return REPO / "results" / profile
+    p = Path(results_dir)
+    return p if p.is_absolute() else REPO / p
+
+
+def command(profile: str, target: str, seeds: int | None = None) -> str:
+    """The command that trains a target's missing runs and renders its page."""
+    extra = f" --seeds {seeds}" if seeds is not None else ""
+    return f"python -m ibd_lite reproduce --profile {profile} --only {target}{extra}"
+
+
+@dataclass(frozen=True)
+class Status:
+    """How much of one table or figure is finished: runs and seeds of those planned, and the command that
+    trains the rest. `seeds` are the seeds complete for every part: what the page shows."""
+
+    title: str
+    command: str
+    planned_runs: int
+    finished_runs: int
+    planned_seeds: int
+    seeds: tuple[int, ...]
+    problem: str = ""               # why finished runs cannot be shown together (e.g. different budgets)
+    each_run: bool = False          # every finished run is shown on its own (Table 7), not whole seeds
+
+    @property
+    def ready(self) -> bool:
+        """Can the page show something (a seed complete for every part; any run when each_run)?"""
+        return (bool(self.seeds) or (self.each_run and self.finished_runs > 0)) and not self.problem
+
+    @property
+    def complete(self) -> bool:
+        """Is every planned run finished?"""
+        return self.ready and self.finished_runs == self.planned_runs
+
+    @property
+    def state(self) -> str:
+        """'done', 'partial' (some seeds shown) or 'pending' (nothing to show yet)."""
+        return "done" if self.complete else "partial" if self.ready else "pending"
+
+    def progress(self) -> str:
+        """'3 of 5 seeds (18 of 30 runs)'."""
+        return (f"{len(self.seeds)} of {self.planned_seeds} seeds "
+                f"({self.finished_runs} of {self.planned_runs} runs)")
+
+    def note(self) -> str:
+        """A Markdown paragraph: what this page shows, what is pending and the command that trains it."""
+        run = f"\n\n```bash\n{self.command}\n```\n"
+        if self.problem:
+            title = self.title[:1].upper() + self.title[1:]
+            return (f"**Cannot be shown yet.** {title}: {self.finished_runs} of {self.planned_runs} planned "
+                    f"runs {_are(self.finished_runs)} finished, but they do not go together: {self.problem}")
+        if self.complete:
+            return (f"All {self.planned_runs} planned runs of {self.title} are finished "
+                    f"({self.planned_seeds} seed{'s' * (self.planned_seeds != 1)}).")
+        have = f"{self.finished_runs} of {self.planned_runs} planned runs of {self.title} {_are(self.finished_runs)}"
+        if self.ready and self.each_run:
+            return (f"**Partial results.** {have} finished; this page shows those, so its numbers will change. "
+                    f"The rest trains with{run}")
+        if self.ready:
+            return (f"**Partial results.** {have} finished; this page shows the {len(self.seeds)} of "
+                    f"{self.planned_seeds} planned seeds that are complete for every part "
+                    f"({_seed_list(self.seeds)}), so its numbers will change. The rest trains with{run}")
+        done = (f"{have.replace(' of ', ' of the ', 1)} finished, but no seed is complete for every part yet"
+                if self.finished_runs else f"None of the {self.planned_runs} planned runs of {self.title} is "
+                                           "finished yet")
+        return f"**Not run yet.** {done}, so there is nothing to show. The page fills in as they train, with{run}"
+
+
+def _are(n: int) -> str:
+    return "is" if n == 1 else "are"
+
+
+def _seed_list(seeds: Sequence[int]) -> str:
+    return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(map(str, seeds))
+
+
+def _status(title: str, cmd: str, required: set, have: set, problem: str = "", each_run: bool = False) -> Status:
+    """A Status from the (part, seed) pairs planned and those finished."""
+    seeds = sorted({s for _, s in required})
+    complete = tuple(s for s in seeds if all((k, s) in have for k, t in required if t == s))
+    return Status(title, cmd, len(required), len(required & have), len(seeds), complete, problem, each_run)
+
+
+def _planned(dataset: str, model: str, seeds: int | None) -> int:
+    return seeds or default_seeds(dataset, model)
+
+
+def _seeds_arg(seeds: int | None, dataset: str, model: str) -> int | None:
+    """--seeds for the command: only when it differs from the default."""
+    return seeds if seeds and seeds != default_seeds(dataset, model) else None
+
+
+def _nice(dataset: str, model: str) -> str:
+    return f"{dataset} / {model.upper() if model == 'cdae' else 'NeuMF' if model == 'neumf' else model}"
+
+
+def _methods() -> list[str]:
+    return list(dict.fromkeys(m for _, m, _ in E.TABLE_ROWS))
+
+
+def table_status(runs: Sequence[Run], dataset: str, model: str, profile: str,
+                 seeds: int | None = None) -> tuple[Status, list[Run]]:
+    """Table `dataset`/`model`: its Status, and its runs on the seeds complete for every row (what it shows)."""
+    from .report import table_rows
+
+    n, data = _planned(dataset, model, seeds), data_name(dataset, profile)
+    mine = [r for r in runs if (r.config["dataset"], r.config["model"]) == (data, model) and r.config["seed"] < n
+            and _is_default(r.config)]
+    try:
+        rows, problem = table_rows(mine, data, model), ""
+    except ConfigError as e:
+        rows, problem = {}, str(e)
+    table_runs = {id(r): r for rs in rows.values() for r, _ in rs}
+    have = {(r.config["method"], r.config["seed"]) for r in mine}
+    st = _status(f"the {_nice(dataset, model)} table", command(profile, f"table-{dataset}-{model}",
+                                                                _seeds_arg(seeds, dataset, model)),
+                 {(m, s) for m in _methods() for s in range(n)}, have, problem)
+    return st, [r for r in table_runs.values() if r.config["seed"] in st.seeds] if st.ready else []
+
+
+def _is_default(c: dict) -> bool:
+    from .report import is_table_config
+
+    return is_table_config(c)
+
+
+def _figure_target(kind: str, dataset: str, model: str, figure: int = 4) -> str:
+    """The target that trains a figure's runs: the figure's own for the paper's cell, else that cell's table."""
+    name = {"curves": "fig3", "figure6": "fig6"}.get(kind, f"fig{figure}")
+    own = E.FIGURE_CELLS[kind][figure - 4 if kind == "rounds" else 0]
+    return name if (dataset, model) == own else f"table-{dataset}-{model}"
+
+
+def curves_status(runs: Sequence[Run], dataset: str, model: str, profile: str,
+                  seeds: int | None = None) -> tuple[Status, list[Run]]:
+    """Figure 3 (BD and iBD runs of a table, with test curves): its Status and the runs it shows."""
+    n, data = _planned(dataset, model, seeds), data_name(dataset, profile)
+    mine = [r for r in runs if (r.config["dataset"], r.config["model"]) == (data, model) and r.config["seed"] < n
+            and r.config["method"] in ("bd", "ibd") and _is_default(r.config)
+            and any("test" in h for h in r.result.get("history", []))]
+    have = {(r.config["method"], r.config["seed"]) for r in mine}
+    st = _status(f"Figure 3 ({_nice(dataset, model)})",
+                 command(profile, _figure_target("curves", dataset, model), _seeds_arg(seeds, dataset, model)),
+                 {(m, s) for m in ("bd", "ibd") for s in range(n)}, have)
+    return st, [r for r in mine if r.config["seed"] in st.seeds]
+
+
+def rounds_status(runs: Sequence[Run], dataset: str, model: str, profile: str, seeds: int | None = None,
+                  figure: int = 4) -> tuple[Status, list[Run]]:
+    """Figures 4-5 (iBD table runs with per-user round logs): Status and the runs shown."""
+    n, data = _planned(dataset, model, seeds), data_name(dataset, profile)
+    mine = [r for r in runs if (r.config["dataset"], r.config["model"], r.config["method"]) == (data, model, "ibd")
+            and r.config["seed"] < n and _is_default(r.config) and "rounds" in r.result]
+    st = _status(f"Figure {figure} ({_nice(dataset, model)})",
+                 command(profile, _figure_target("rounds", dataset, model, figure),
+                         _seeds_arg(seeds, dataset, model)),
+                 {("ibd", s) for s in range(n)}, {("ibd", r.config["seed"]) for r in mine})
+    return st, [r for r in mine if r.config["seed"] in st.seeds]
+
+
+GAMMAS = (0.1, 0.5, 0.9)
+
+
+def gamma_status(runs: Sequence[Run], dataset: str, model: str, profile: str,
+                 seeds: int | None = None) -> tuple[Status, list[Run]]:
+    """Figure 6 (iBD over the 3 x 3 grid of distillation weights): Status and the runs on complete seeds."""
+    n, data = _planned(dataset, model, seeds), data_name(dataset, profile)
+    mine = [r for r in runs if (r.config["dataset"], r.config["model"], r.config["method"]) == (data, model, "ibd")
+            and r.config["seed"] < n and r.config.get("ibd_variant", "full") == "full"
+            and (r.config.get("gamma_ts"), r.config.get("gamma_st")) in {(a, b) for a in GAMMAS for b in GAMMAS}
+            and _is_default(dict(r.config, gamma_ts=0.5, gamma_st=0.5))]
+    target = _figure_target("figure6", dataset, model)
+    cmd = (command(profile, target, _seeds_arg(seeds, dataset, model)) if target == "fig6" else
+           f"python -m ibd_lite grid figure6 --profile {profile} --dataset {data} --model {model} "
+           f"--seeds {' '.join(map(str, range(n)))} --out-dir results/{profile}")
+    st = _status(f"Figure 6 ({_nice(dataset, model)})", cmd,
+                 {((a, b), s) for a in GAMMAS for b in GAMMAS for s in range(n)},
+                 {((r.config["gamma_ts"], r.config["gamma_st"]), r.config["seed"]) for r in mine})
+    return st, [r for r in mine if r.config["seed"] in st.seeds]
+
+
+def timing_status(runs: Sequence[Run], profile: str, seeds: int | None = None) -> tuple[Status, list[Run]]:
+    """Table 7 (the table runs' timings, every cell): Status and every finished table run (each is timed on
+    its own, so partial cells are shown too)."""
+    n_cell: dict[tuple[str, str], int] = {}
+    for d in E.TABLE_DATASETS:
+        for m in E.TABLE_MODELS:
+            key = (data_name(d, profile), m)
+            n_cell[key] = max(n_cell.get(key, 0), _planned(d, m, seeds))
+    mine = [r for r in runs if (r.config["dataset"], r.config["model"]) in n_cell
+            and r.config["seed"] < n_cell[r.config["dataset"], r.config["model"]] and _is_default(r.config)
+            and isinstance(r.result.get("timing"), dict)]
+    required = {((d, m, meth), s) for (d, m), k in n_cell.items() for meth in _methods() for s in range(k)}
+    have = {((r.config["dataset"], r.config["model"], r.config["method"]), r.config["seed"]) for r in mine}
+    st = _status("Table 7", command(profile, "table7", seeds), required, have, each_run=True)
+    return st, mine
+
+
+def target_status(name: str, runs: Sequence[Run], profile: str, seeds: int | None = None) -> Status:
+    """The Status of one reproduce target by name (table-..., fig3, fig4, fig5, fig6, table7)."""
+    t = targets().get(name)
+    if t is None or t.notebook is None:
+        raise ConfigError(f"unknown target {name!r}; valid: {', '.join(n for n, x in targets().items() if x.notebook)}")
+    p = dict(t.params)
+    if name == "table7":
+        return timing_status(runs, profile, seeds)[0]
+    d, m = p["dataset"], p["model"]
+    if name.startswith("table-"):
+        return table_status(runs, d, m, profile, seeds)[0]
+    if name == "fig3":
+        return curves_status(runs, d, m, profile, seeds)[0]
+    if name == "fig6":
+        return gamma_status(runs, d, m, profile, seeds)[0]
+    return rounds_status(runs, d, m, profile, seeds, p["figure"])[0]
 
 
 def improvements(rows: dict[str, list]) -> pd.DataFrame:
@@ -488,19 +763,100 @@ def spec_pairs(rows: dict[str, list]) -> list[tuple[str, str]]:
 
 
 def short_verdict(v: str) -> str:
-    """'B is ahead of A' -> 'ahead'; '... not distinguishable ...' -> 'not distinguishable'."""
-    return "ahead" if " ahead of " in v else "behind" if " behind " in v else "not distinguishable"
+    """The verdict words: 'ahead' / 'behind' / 'not distinguishable', from a short ('ahead', 'behind', 'n.d.')
+    or a long verdict ('B is ahead of A', '... not distinguishable ...')."""
+    v = f" {v} "
+    return "ahead" if " ahead " in v else "behind" if " behind " in v else "not distinguishable"
+
+
+def say(b: str, a: str, words: str) -> str:
+    """'iBD-Student is ahead of CD' / 'is behind CD' / 'and CD are not distinguishable' from verdict words."""
+    words = short_verdict(words)
+    if words == "not distinguishable":
+        return f"{b} and {a} are not distinguishable"
+    return f"{b} is {words}{' of' if words == 'ahead' else ''} {a}"
+
+
+def tables_overview(runs: Sequence[Run], profile: str, seeds: int | None = None,
+                    n_boot: int = 10_000) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Chapter 6's overview of Tables 1-6: per (dataset, model), seeds and runs done of planned, and for a
+    complete table the paired H@50 comparisons iBD-S vs BD-S, iBD-T vs BD-T and iBD-S vs the best other
+    student ('pending' otherwise). -> (display table, one line per comparison of the complete tables)."""
+    from .report import comparisons, table_rows
+
+    shown, tests = [], []
+    for d in E.TABLE_DATASETS:
+        for m in E.TABLE_MODELS:
+            st, mine = table_status(runs, d, m, profile, seeds)
+            rec = {"dataset": d, "model": m, "seeds": f"{len(st.seeds)}/{st.planned_seeds}",
+                   "runs": f"{st.finished_runs}/{st.planned_runs}", "state": st.state}
+            cols = {"iBD-S vs BD-S": ("BD-Student", "iBD-Student"), "iBD-T vs BD-T": ("BD-Teacher", "iBD-Teacher"),
+                    "iBD-S vs best student": None}
+            rec.update(dict.fromkeys(cols, "pending"))
+            if st.complete:
+                rows = table_rows(mine, data_name(d, profile), m)
+                comp = comparisons(rows, metrics=("H@50",), pairs=spec_pairs(rows), n_boot=n_boot)
+                for _, c in comp.iterrows():
+                    b, a = c["B vs A"].split(" vs ")
+                    col = next((k for k, v in cols.items() if v == (a, b)), "iBD-S vs best student")
+                    words = short_verdict(c["verdict"])
+                    rec[col] = f"{c['change %']:+.1f} % ({'n.d.' if words.startswith('not') else words})"
+                    tests.append({"dataset": d, "model": m, "comparison": col, "A": a, "B": b, "mean A": c["A"],
+                                  "B − A": c["B − A"], "lo": _ci(c["95% CI"])[0], "hi": _ci(c["95% CI"])[1],
+                                  "change %": float(c["change %"]), "verdict": words, "seeds": int(c["seeds"])})
+            shown.append(rec)
+    cols = ["dataset", "model", "comparison", "A", "B", "mean A", "B − A", "lo", "hi", "change %", "verdict", "seeds"]
+    return pd.DataFrame(shown), pd.DataFrame(tests, columns=cols)
+
+
+def _ci(text: str) -> tuple[float, float]:
+    """'[-0.0012, +0.0034]' -> (-0.0012, 0.0034) (the interval as report.comparisons prints it)."""
+    lo, hi = text.strip("[]").split(",")
+    return float(lo), float(hi)
+
+
+def results_provenance(runs: Sequence[Run], results_dir: "str | Path") -> str:
+    """Two lines: how many runs a page read and from which folder; their commits and code fingerprints (MIXED
+    when several)."""
+    provs = [r.result.get("provenance", {}) for r in runs]
+    commits = sorted({p.get("commit", "unknown")[:10] + ("+dirty" if p.get("dirty") else "") for p in provs})
+    prints = sorted({p.get("code_fingerprint", "none") for p in provs})
+    where = _repo_relative(results_dir)
+    if not runs:
+        return f"results: no finished run in {where}"
+    mixed = " (MIXED: more than one commit or code fingerprint)" if len(commits) > 1 or len(prints) > 1 else ""
+    return (f"results: {len(runs)} finished run{'s' * (len(runs) != 1)} in {where}\n"
+            f"  commit(s) {' '.join(commits)}; code fingerprint(s) {' '.join(prints)}{mixed}")
+
+
+ANALYSES = (("fig3", "Figure 3", "H@50 and N@50 every 10 epochs, BD vs iBD"),
+            ("fig4", "Figure 4", "items sampled vs corrected per user, CDAE"),
+            ("fig5", "Figure 5", "items sampled vs corrected per user, NeuMF"),
+            ("fig6", "Figure 6", "H@50 over the 3 × 3 grid of distillation weights"),
+            ("table7", "Table 7", "wall time of warm-up, distillation and prediction"))
+
+
+def analyses_overview(runs: Sequence[Run], profile: str, seeds: int | None = None) -> pd.DataFrame:
+    """Chapter 7's overview: per figure (and Table 7), what it shows, its cell, runs and seeds done of
+    planned, and its state (done / partial / pending)."""
+    recs = []
+    every = targets()
+    for name, title, what in ANALYSES:
+        st, p = target_status(name, runs, profile, seeds), dict(every[name].params)
+        cell = _nice(p["dataset"], p["model"]) if "dataset" in p else "all six tables"
+        seeds_done = "–" if st.each_run else f"{len(st.seeds)}/{st.planned_seeds}"
+        recs.append({"page": title, "shows": what, "cell": cell, "seeds": seeds_done,
+                     "runs": f"{st.finished_runs}/{st.planned_runs}", "state": st.state, "target": name})
+    return pd.DataFrame(recs)
 
 
 def curves(runs: Sequence[Run], dataset: str, model: str) -> pd.DataFrame:
-    """Figure 3: test metrics every eval_every epochs of the BD and iBD runs, one line per
-    (method, model, seed, epoch, metric)."""
+    """Figure 3: test metrics every eval_every epochs of the BD and iBD runs (default variants only), one line
+    per (method, model, seed, epoch, metric)."""
     recs = []
     for r in runs:
         c = r.config
-        if (c["dataset"], c["model"]) != (dataset, model) or c["method"] not in ("bd", "ibd"):
-            continue
-        if c.get("gamma_ts") != 0.5 or c.get("gamma_st") != 0.5 or c.get("ibd_variant", "full") != "full":
+        if (c["dataset"], c["model"]) != (dataset, model) or c["method"] not in ("bd", "ibd") or not _is_default(c):
             continue
         for h in r.result["history"]:
             for role, ms in h.get("test", {}).items():
@@ -520,7 +876,7 @@ def round_counts(runs: Sequence[Run], dataset: str, model: str, rounds: int = 10
         c = r.config
         if (c["dataset"], c["model"], c["method"]) != (dataset, model, "ibd") or "rounds" not in r.result:
             continue
-        if c.get("gamma_ts") != 0.5 or c.get("gamma_st") != 0.5 or c.get("ibd_variant", "full") != "full":
+        if not _is_default(c):
             continue
         log = {e["round"]: e for e in r.result["rounds"]}
         for d, side in (("ts", "student side (T→S)"), ("st", "teacher side (S→T)")):

@@ -43,9 +43,9 @@ def chapter(request) -> dict:
     return _nb(request.param)
 
 
-def test_there_are_five_chapters():
+def test_there_are_seven_chapters():
     assert [p.stem for p in CHAPTERS] == ["01_data", "02_teachers_students", "03_unidirectional", "04_bd",
-                                          "05_ibd"]
+                                          "05_ibd", "06_tables", "07_analyses"]
 
 
 def test_summary_exercises_solutions_and_notation_link(chapter):

@@ -285,3 +285,95 @@ def test_gpu_check_refuses_cleanly_without_cuda(tmp_path):
     assert p.returncode == 3
     assert "no CUDA device" in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "gpu").exists()                         # nothing started
+
+
+# ------------------------------------------------------------------------------------------ --render-only
+
+def glued_md(nb: dict) -> dict:
+    """name -> Markdown text of every glued Markdown paragraph of an executed notebook."""
+    return {o["metadata"]["scrapbook"]["name"]: o["data"]["application/papermill.record/text/markdown"]
+            for c in nb["cells"] for o in c.get("outputs", [])
+            if "application/papermill.record/text/markdown" in o.get("data", {})}
+
+
+def _stat(folder: Path) -> dict:
+    return {p.name: p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_render_only_trains_nothing_and_renders_finished_and_pending_pages(killed_store, tmp_path, capsys):
+    out, nb_dir = tmp_path / "res", tmp_path / "pages"
+    shutil.copytree(killed_store[0], out)
+    before = _stat(out)
+    code = main(["reproduce", "--profile", "ci", "--only", "table-citeulike-t-cdae", "fig3", "fig4", "fig5",
+                 "table7", "--seeds", "1", "--device", "cpu", "--out-dir", str(out), "--nb-dir", str(nb_dir),
+                 "--render-only", "--quiet"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0 and summary["failed_notebooks"] == {} and _stat(out) == before     # nothing trained
+    assert summary["rendered"] == ["table-citeulike-t-cdae", "fig3", "fig4", "fig5", "table7"]
+    pages = {p.stem: json.loads(p.read_text()) for p in nb_dir.glob("*.ipynb")}
+    assert set(pages) == set(summary["rendered"])
+    lines = {name: output_lines(nb) for name, nb in pages.items()}
+    assert "8 rows x 4 metrics equal the 6 result files" in lines["table-citeulike-t-cdae"]
+    points = sum(len(ms) for f in [*out.glob("*-bd-*.json"), *out.glob("*-ibd-*.json")]
+                 for h in json.loads(f.read_text())["history"] for ms in h.get("test", {}).values())
+    assert points > 0 and f"{points} plotted points equal the 2 result files" in lines["fig3"]
+    assert "student side: sampled and corrected totals equal the 1 result files" in lines["fig4"]
+    assert "6 lines equal the 6 result files" in lines["table7"]
+    notes = {name: glued_md(nb)["status_note"] for name, nb in pages.items()}
+    assert notes["table-citeulike-t-cdae"] == "All 6 planned runs of the citeulike-t / CDAE table are finished (1 seed)."
+    assert notes["fig5"].startswith("**Not run yet.** None of the 1 planned runs of Figure 5 (foursquare-tky / "
+                                    "NeuMF) is finished yet")                # NeuMF: no result at all
+    assert f"```bash\n{'python -m ibd_lite reproduce --profile ci --only fig5 --seeds 1'}\n```" in notes["fig5"]
+    assert glued_md(pages["fig5"])["share_text"].startswith("The per-user counts appear here once")
+    assert notes["table7"].startswith("**Partial results.** 6 of 12 planned runs of Table 7 are finished")
+    table = pages["table-citeulike-t-cdae"]
+    assert "".join(table["cells"][0]["source"]).startswith("# CiteULike with CDAE\n")
+    hidden = [c for c in table["cells"] if {"parameters", "injected-parameters"} & set(c["metadata"].get("tags", []))]
+    assert len(hidden) == 2 and all("remove-cell" in c["metadata"]["tags"] for c in hidden)
+    means = report.means(report.table_rows(report.load_runs(out), "synthetic", "cdae"))
+    claims = glued_md(table)["claims_text"]
+    assert claims.startswith("Ours, on this table (1 of 1 planned seeds): against the best other student")
+    assert f"{means.loc['iBD-Student', 'H@50']:.4f}" in glued_md(table)["summary_text"]
+
+
+def test_render_only_excludes_the_other_modes(capsys):
+    for other in ("--dry-run", "--list", "--no-notebooks"):
+        with pytest.raises(SystemExit) as e:
+            main(["reproduce", "--profile", "ci", "--render-only", other])
+        assert e.value.code == 2
+        assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_gamma_page_shows_the_seed_means_of_the_result_files(killed_store, tmp_path):
+    import papermill as pm
+
+    out = tmp_path / "res"
+    shutil.copytree(killed_store[0], out)
+    ibd = json.loads(next(out.glob("*-ibd-*.json")).read_text())
+    values = {}
+    for i, (a, b) in enumerate((a, b) for a in R.GAMMAS for b in R.GAMMAS):
+        values[a, b] = ibd["models"]["student"]["test"]["H@50"] if (a, b) == (0.5, 0.5) else 0.01 * (i + 1)
+        if (a, b) == (0.5, 0.5):
+            continue
+        r = json.loads(json.dumps(ibd))
+        r["config"].update(gamma_ts=a, gamma_st=b)
+        r["models"]["student"]["test"]["H@50"] = values[a, b]
+        runner.write_json(out / E.run_name(r["config"]), r)
+    dst = tmp_path / "fig6.ipynb"
+    env_before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(REPO)
+    try:
+        pm.execute_notebook(str(R.NOTEBOOKS / "fig6.ipynb"), str(dst), cwd=str(R.NOTEBOOKS), progress_bar=False,
+                            parameters=dict(dataset="citeulike-t", model="cdae", profile="ci", seeds=1,
+                                            results_dir=str(out)))
+    finally:
+        os.environ.pop("PYTHONPATH") if env_before is None else os.environ.__setitem__("PYTHONPATH", env_before)
+    nb = json.loads(dst.read_text())
+    best = max(values, key=values.get)
+    assert float(glued(nb)["student_best"]) == values[best]
+    assert float(glued(nb)["student_mid"]) == values[0.5, 0.5]
+    text = glued_md(nb)["grid_text"]
+    assert text.startswith("With 1 seed per cell, the student's best cell is")
+    assert f"= ({best[0]}, {best[1]})$ with H@50 {values[best]:.4f}" in text
+    assert "18 cells equal the 9 result files" in output_lines(nb)
+    assert glued_md(nb)["status_note"].startswith("**Not run yet.**") is False

@@ -1,0 +1,236 @@
+"""Issue 10, chapters 6-7: the reproduction pages render from whatever results exist. A table or figure knows
+how many of its planned runs and seeds are finished, shows the seeds complete for every part, and otherwise
+says plainly what is pending and the command that trains it; the overviews of chapters 6 and 7 count the
+same; the committed pages resolve every glued name and hide their parameters."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from ibd_lite import experiments as E
+from ibd_lite import report
+from ibd_lite import reproduce as R
+from ibd_lite.codec import encode
+from ibd_lite.config import make_config
+from ibd_lite.provenance import code_fingerprint
+from ibd_lite.runner import RESULT_SCHEMA, write_json
+
+ROOT = Path(__file__).resolve().parent.parent
+ROLES = {"teacher": ("teacher",), "student": ("student",), "rd": ("student",), "cd": ("student",),
+         "bd": ("teacher", "student"), "ibd": ("teacher", "student")}
+CMD = "python -m ibd_lite reproduce --profile ci --only"
+
+
+def fake(method: str, seed: int, model: str = "cdae", value: float = 0.1, ranks=None, **over) -> report.Run:
+    """A finished ci result of the current code (synthetic data), every test metric = value."""
+    c = make_config(profile="ci", dataset="synthetic", model=model, method=method, seed=seed, device="cpu",
+                    **over).to_dict()
+    models = {r: {"test": dict.fromkeys(E.METRICS, value)} for r in ROLES[method]}
+    if ranks is not None:
+        for r in models:
+            models[r]["ranks"] = {"test": encode(ranks[r] if isinstance(ranks, dict) else ranks)}
+    result = {"schema": RESULT_SCHEMA, "config": c, "models": models,
+              "provenance": {"code_fingerprint": code_fingerprint(model), "commit": "abc", "dirty": False},
+              "history": [{"epoch": 10, "test": {r: {"H@50": value} for r in ROLES[method]}}],
+              "timing": {"total_s": 3.0, "pretrain_s": 1.0, "distill_s": 2.0, "predict_s": 0.5}}
+    return report.Run(Path("/nowhere") / E.run_name(c), result)
+
+
+def table(seeds, methods=("teacher", "student", "rd", "cd", "bd", "ibd"), **kw) -> list[report.Run]:
+    return [fake(m, s, **kw) for s in seeds for m in methods]
+
+
+# ------------------------------------------------------------------------------------------ status
+
+def test_table_status_shows_the_seeds_complete_for_every_row():
+    runs = table([0, 1]) + table([2], ("teacher", "student", "rd")) + table([7])     # seed 7: not planned
+    st, mine = R.table_status(runs, "citeulike-t", "cdae", "ci")
+    assert (st.planned_runs, st.finished_runs, st.planned_seeds, st.seeds) == (30, 15, 5, (0, 1))
+    assert st.state == "partial" and st.ready and not st.complete
+    assert sorted((r.config["method"], r.config["seed"]) for r in mine) == sorted(
+        (m, s) for s in (0, 1) for m in ROLES)
+    note = st.note()
+    assert note.startswith("**Partial results.** 15 of 30 planned runs of the citeulike-t / CDAE table")
+    assert "the 2 of 5 planned seeds that are complete for every part (seeds 0, 1)" in note
+    assert note.endswith(f"```bash\n{CMD} table-citeulike-t-cdae\n```\n")
+    assert st.progress() == "2 of 5 seeds (15 of 30 runs)"
+    rows = report.table_rows(mine, "synthetic", "cdae")
+    assert len(rows) == 8 and all(len(rs) == 2 for rs in rows.values())
+
+
+def test_table_status_complete_pending_and_seeds_argument():
+    st, mine = R.table_status(table([0, 1]), "foursquare-nyc", "neumf", "ci", seeds=2)
+    assert st.state == "pending"                                  # the runs are CDAE: nothing of NeuMF
+    st, mine = R.table_status(table([0, 1]), "foursquare-nyc", "cdae", "ci", seeds=2)
+    assert st.complete and st.state == "done" and len(mine) == 12
+    assert st.command == f"{CMD} table-foursquare-nyc-cdae --seeds 2"
+    assert st.note() == "All 12 planned runs of the foursquare-nyc / CDAE table are finished (2 seeds)."
+    st, mine = R.table_status([], "citeulike-t", "cdae", "converged")
+    assert (st.state, mine, st.finished_runs, st.planned_runs) == ("pending", [], 0, 30)
+    assert st.note().startswith("**Not run yet.** None of the 30 planned runs of the citeulike-t / CDAE "
+                                "table is finished yet, so there is nothing to show.")
+    assert "python -m ibd_lite reproduce --profile converged --only table-citeulike-t-cdae\n" in st.note()
+    st, _ = R.table_status(table([2], ("teacher", "student", "rd")), "citeulike-t", "cdae", "ci")
+    assert st.state == "pending" and st.note().startswith(
+        "**Not run yet.** 3 of the 30 planned runs of the citeulike-t / CDAE table are finished, but no seed "
+        "is complete for every part yet")
+
+
+def test_rows_of_different_budgets_are_said_not_raised():
+    runs = table([0], ("student", "rd", "cd", "bd", "ibd")) + [fake("teacher", 0, epochs=7)]
+    st, mine = R.table_status(runs, "citeulike-t", "cdae", "ci", seeds=1)
+    assert st.state == "pending" and mine == [] and st.finished_runs == 6
+    assert st.note().startswith("**Cannot be shown yet.** The citeulike-t / CDAE table: 6 of 6 planned runs are "
+                                "finished, but they do not go together: the rows of synthetic/cdae had different "
+                                "budgets")
+
+
+def test_figure_statuses_count_their_own_runs_and_name_their_target():
+    grid = [fake("ibd", s, model="neumf", gamma_ts=a, gamma_st=b) for s, cells in ((0, 9), (1, 4))
+            for a, b in [(a, b) for a in R.GAMMAS for b in R.GAMMAS][:cells]]
+    noise = [fake("ibd", 0, model="neumf", ibd_variant="no-carry")]
+    st, mine = R.gamma_status(grid + noise, "citeulike-t", "neumf", "ci")
+    assert (st.planned_runs, st.finished_runs, st.seeds, len(mine)) == (27, 13, (0,), 9)
+    assert st.command == f"{CMD} fig6"
+    other = R.gamma_status(grid, "citeulike-t", "cdae", "ci")[0]
+    assert other.command.startswith("python -m ibd_lite grid figure6 --profile ci --dataset synthetic "
+                                    "--model cdae --seeds 0 1 2 3 4 --out-dir results/ci")
+    assert R.rounds_status([], "foursquare-tky", "neumf", "ci", figure=5)[0].command == f"{CMD} fig5"
+    assert R.rounds_status([], "foursquare-nyc", "cdae", "ci", figure=4)[0].command == f"{CMD} fig4"
+    assert R.rounds_status([], "citeulike-t", "cdae", "ci")[0].command == f"{CMD} table-citeulike-t-cdae"
+    st, mine = R.timing_status(table([0]), "ci")                   # Table 7 shows every finished run
+    assert (st.planned_runs, st.finished_runs, st.state, len(mine)) == (5 * 6 + 3 * 6, 6, "partial", 6)
+    assert "6 of 48 planned runs of Table 7 are finished; this page shows those" in st.note()
+    assert R.target_status("table7", table([0]), "ci") == st
+    with pytest.raises(Exception, match="unknown target 'chapters'"):
+        R.target_status("chapters", [], "ci")
+
+
+def test_curves_leave_out_bd_with_the_released_direction():
+    runs = [fake("bd", 0, value=0.2), fake("ibd", 0, value=0.3), fake("bd", 0, value=0.9, bd_direction="released")]
+    st, mine = R.curves_status(runs, "citeulike-t", "cdae", "ci", seeds=1)
+    assert st.complete and len(mine) == 2
+    df = R.curves(runs, "synthetic", "cdae")
+    assert sorted(df[df.method == "BD"]["value"]) == [0.2, 0.2]   # teacher and student, never the 0.9 run
+
+
+def test_verdict_words_from_short_and_long_verdicts():
+    assert [R.short_verdict(v) for v in ("ahead", "behind", "n.d.")] == ["ahead", "behind", "not distinguishable"]
+    assert R.short_verdict("iBD is ahead of BD") == "ahead" and R.short_verdict("B is behind A") == "behind"
+    assert R.short_verdict("B and A are not distinguishable at this budget") == "not distinguishable"
+    assert R.say("iBD-Student", "CD", "ahead") == "iBD-Student is ahead of CD"
+    assert R.say("iBD-Student", "CD", "behind") == "iBD-Student is behind CD"
+    assert R.say("iBD-Student", "CD", "n.d.") == "iBD-Student and CD are not distinguishable"
+
+
+def test_tables_overview_on_a_hand_made_complete_table():
+    # 40 users: BD-Student hits 10 of them (rank 0), iBD-Student 30 (those 10 and 20 more): a paired
+    # H@50 gain of 20/40 = 0.5 on a base of 0.25, +200 %, every user's difference >= 0 -> ahead.
+    bd_s = np.array([0] * 10 + [500] * 30)
+    ibd_s = np.array([0] * 30 + [500] * 10)
+    same = np.array([0] * 20 + [500] * 20)
+    runs = [fake(m, 0, ranks=same) for m in ("teacher", "student", "rd", "cd")]
+    runs += [fake("bd", 0, ranks={"teacher": same, "student": bd_s}),
+             fake("ibd", 0, ranks={"teacher": same, "student": ibd_s})]
+    shown, tests = R.tables_overview(runs, "ci", seeds=1, n_boot=400)
+    first = shown.iloc[0]
+    assert (first["dataset"], first["model"], first["seeds"], first["runs"], first["state"]) == (
+        "citeulike-t", "cdae", "1/1", "6/6", "done")
+    assert first["iBD-S vs BD-S"] == "+200.0 % (ahead)" and first["iBD-T vs BD-T"] == "+0.0 % (n.d.)"
+    row = tests[(tests.dataset == "citeulike-t") & (tests.comparison == "iBD-S vs BD-S")].iloc[0]
+    assert row["B − A"] == 0.5 and row["mean A"] == 0.25 and row["lo"] > 0 and row["verdict"] == "ahead"
+    assert list(shown.loc[shown.model == "neumf", "state"]) == ["pending"] * 3
+    assert (shown.loc[shown.model == "neumf", "iBD-S vs BD-S"] == "pending").all()
+
+
+def test_select_runs_keeps_current_code_and_says_what_it_left_out(tmp_path):
+    good, stale = fake("teacher", 0), fake("student", 0)
+    stale.result["provenance"]["code_fingerprint"] = "0000older000"
+    quick = fake("rd", 0)
+    quick.result["config"]["profile"] = "quick"
+    for run in (good, stale, quick):
+        write_json(tmp_path / run.path.name, run.result)
+    assert [r.path.name for r in R.select_runs(tmp_path, "ci")] == [good.path.name]
+    assert [r.path.name for r in R.stale_runs(tmp_path, "ci")] == [stale.path.name]
+    assert R.select_runs(tmp_path / "missing", "ci") == [] and R.select_runs(tmp_path, "paper") == []
+    assert R.resolve_results_dir(None, "ci") == ROOT / "results" / "ci"
+    assert R.resolve_results_dir("results/x", "ci") == ROOT / "results" / "x"
+    line = R.results_provenance(R.select_runs(tmp_path, "ci"), tmp_path)
+    assert line == f"results: 1 finished run in {tmp_path}\n  commit(s) abc; code fingerprint(s) " \
+                   f"{code_fingerprint('cdae')}"
+    assert R.results_provenance([], "results/x") == "results: no finished run in results/x"
+
+
+# ------------------------------------------------------------------------------------------ committed pages
+
+def _nb(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _toc_pages() -> dict[str, list[str]]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    part = next(p for p in toc["parts"] if p["caption"] == "Reproducing the paper")
+    return {c["file"]: [s["file"] for s in c.get("sections", [])] for c in part["chapters"]}
+
+
+PAGES = [ROOT / f"{f}.ipynb" for sections in _toc_pages().values() for f in sections]
+LANDING = [ROOT / f"{f}.ipynb" for f in _toc_pages()]
+
+
+def test_the_reproduction_part_lists_the_six_tables_and_the_analyses():
+    toc = _toc_pages()
+    assert list(toc) == ["book/chapters/06_tables", "book/chapters/07_analyses"]
+    assert toc["book/chapters/06_tables"] == [f"book/reproduced/converged/table-{d}-{m}"
+                                              for d in E.TABLE_DATASETS for m in E.TABLE_MODELS]
+    assert toc["book/chapters/07_analyses"] == [f"book/reproduced/converged/{n}"
+                                                for n in ("fig3", "fig4", "fig5", "fig6", "table7")]
+    assert all(p.exists() for p in PAGES + LANDING)
+
+
+@pytest.mark.parametrize("path", PAGES + LANDING, ids=lambda p: p.stem)
+def test_every_glued_name_in_the_prose_is_stored_and_nothing_failed(path):
+    nb = _nb(path)
+    used = set()
+    for c in nb["cells"]:
+        if c["cell_type"] == "markdown":
+            src = "".join(c["source"])
+            used |= set(re.findall(r"\{glue:(?:text|md)\}`(\w+)", src))
+            used |= set(re.findall(r"```\{glue:md\} (\w+)", src))
+    stored = {o["metadata"]["scrapbook"]["name"] for c in nb["cells"] for o in c.get("outputs", [])
+              if "scrapbook" in o.get("metadata", {})}
+    assert used and used <= stored, sorted(used - stored)
+    assert not any(o["output_type"] == "error" for c in nb["cells"] for o in c.get("outputs", []))
+
+
+@pytest.mark.parametrize("path", PAGES, ids=lambda p: p.stem)
+def test_rendered_pages_hide_parameters_read_the_repository_folder_and_say_what_is_pending(path):
+    nb = _nb(path)
+    target = path.stem
+    params = nb["metadata"]["papermill"]["parameters"]
+    assert params["profile"] == "converged" and params["results_dir"] == "results/converged"
+    for c in nb["cells"]:
+        tags = c["metadata"].get("tags", [])
+        if {"parameters", "injected-parameters"} & set(tags):
+            assert "remove-cell" in tags
+    title = "".join(nb["cells"][0]["source"]).splitlines()[0]
+    assert title == "# " + (R.page_title(target) or title[2:])
+    notes = [o["data"]["application/papermill.record/text/markdown"] for c in nb["cells"]
+             for o in c.get("outputs", []) if o.get("metadata", {}).get("scrapbook", {}).get("name") == "status_note"]
+    assert len(notes) == 1
+    # (the page's numbers are checked against the result files by its check cell when it is rendered; here
+    # only its form, as the grid adds results to results/converged between renders)
+    if notes[0].startswith(("**Not run yet.**", "**Partial results.**")):
+        assert f"python -m ibd_lite reproduce --profile converged --only {target}" in notes[0]
+    else:
+        assert notes[0].startswith(("All ", "**Cannot be shown yet.**")), notes[0]
+
+
+def test_page_titles_are_distinct():
+    titles = ["".join(_nb(p)["cells"][0]["source"]).splitlines()[0] for p in PAGES]
+    assert len(set(titles)) == len(titles) == 11
