@@ -248,19 +248,20 @@ def output_lines(nb: dict) -> list[str]:
     return lines
 
 
-def test_table_notebook_renders_the_numbers_of_the_result_files(killed_store, tmp_path):
+def _render(template: str, dst, monkeypatch, **params) -> None:
+    """Execute a reproduce template with papermill (its kernel imports this checkout's ibd_lite)."""
     import papermill as pm
 
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    pm.execute_notebook(str(R.NOTEBOOKS / template), str(dst), cwd=str(R.NOTEBOOKS), progress_bar=False,
+                        parameters=params)
+
+
+def test_table_notebook_renders_the_numbers_of_the_result_files(killed_store, tmp_path, monkeypatch):
     out = killed_store[0]
     dst = tmp_path / "table.ipynb"
-    env_before = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = str(REPO)
-    try:
-        pm.execute_notebook(str(R.NOTEBOOKS / "table.ipynb"), str(dst), cwd=str(R.NOTEBOOKS), progress_bar=False,
-                            parameters=dict(dataset="citeulike-t", model="cdae", profile="ci", seeds=1,
-                                            results_dir=str(out), n_boot=200))
-    finally:
-        os.environ.pop("PYTHONPATH") if env_before is None else os.environ.__setitem__("PYTHONPATH", env_before)
+    _render("table.ipynb", dst, monkeypatch, dataset="citeulike-t", model="cdae", profile="ci", seeds=1,
+            results_dir=str(out), n_boot=200)
     nb = json.loads(dst.read_text())
     values = glued(nb)
     rows = report.table_rows(report.load_runs(out), "synthetic", "cdae")
@@ -344,9 +345,7 @@ def test_render_only_excludes_the_other_modes(capsys):
         assert "not allowed with argument" in capsys.readouterr().err
 
 
-def test_gamma_page_shows_the_seed_means_of_the_result_files(killed_store, tmp_path):
-    import papermill as pm
-
+def test_gamma_page_shows_the_seed_means_of_the_result_files(killed_store, tmp_path, monkeypatch):
     out = tmp_path / "res"
     shutil.copytree(killed_store[0], out)
     ibd = json.loads(next(out.glob("*-ibd-*.json")).read_text())
@@ -360,14 +359,8 @@ def test_gamma_page_shows_the_seed_means_of_the_result_files(killed_store, tmp_p
         r["models"]["student"]["test"]["H@50"] = values[a, b]
         runner.write_json(out / E.run_name(r["config"]), r)
     dst = tmp_path / "fig6.ipynb"
-    env_before = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = str(REPO)
-    try:
-        pm.execute_notebook(str(R.NOTEBOOKS / "fig6.ipynb"), str(dst), cwd=str(R.NOTEBOOKS), progress_bar=False,
-                            parameters=dict(dataset="citeulike-t", model="cdae", profile="ci", seeds=1,
-                                            results_dir=str(out)))
-    finally:
-        os.environ.pop("PYTHONPATH") if env_before is None else os.environ.__setitem__("PYTHONPATH", env_before)
+    _render("fig6.ipynb", dst, monkeypatch, dataset="citeulike-t", model="cdae", profile="ci", seeds=1,
+            results_dir=str(out))
     nb = json.loads(dst.read_text())
     best = max(values, key=values.get)
     assert float(glued(nb)["student_best"]) == values[best]
