@@ -36,9 +36,9 @@ def git_commit() -> dict:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
     try:
         commit = git("rev-parse", "HEAD")
-        # outputs (executed chapters, result files) do not make the code dirty
+        # outputs (executed chapters and reproduction pages, result files) do not make the code dirty
         dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".",
-                         ":(exclude)book/chapters", ":(exclude)results"))
+                         ":(exclude)book/chapters", ":(exclude)book/reproduced", ":(exclude)results"))
     except (OSError, subprocess.SubprocessError):
         commit, dirty = "", False
     return {"commit": commit or "unknown", "dirty": dirty}
