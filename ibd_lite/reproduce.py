@@ -584,7 +584,8 @@ class Status:
         done = (f"{have.replace(' of ', ' of the ', 1)} finished, but no seed is complete for every part yet"
                 if self.finished_runs else f"None of the {self.planned_runs} planned runs of {self.title} is "
                                            "finished yet")
-        return f"**Not run yet.** {done}, so there is nothing to show. The page fills in as they train, with{run}"
+        state = "In progress" if self.finished_runs else "Not run yet"
+        return f"**{state}.** {done}, so there is nothing to show. The page fills in as they train, with{run}"
 
 
 def _are(n: int) -> str:

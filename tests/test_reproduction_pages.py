@@ -78,7 +78,7 @@ def test_table_status_complete_pending_and_seeds_argument():
     assert "python -m ibd_lite reproduce --profile converged --only table-citeulike-t-cdae\n" in st.note()
     st, _ = R.table_status(table([2], ("teacher", "student", "rd")), "citeulike-t", "cdae", "ci")
     assert st.state == "pending" and st.note().startswith(
-        "**Not run yet.** 3 of the 30 planned runs of the citeulike-t / CDAE table are finished, but no seed "
+        "**In progress.** 3 of the 30 planned runs of the citeulike-t / CDAE table are finished, but no seed "
         "is complete for every part yet")
 
 
@@ -225,7 +225,7 @@ def test_rendered_pages_hide_parameters_read_the_repository_folder_and_say_what_
     assert len(notes) == 1
     # (the page's numbers are checked against the result files by its check cell when it is rendered; here
     # only its form, as the grid adds results to results/converged between renders)
-    if notes[0].startswith(("**Not run yet.**", "**Partial results.**")):
+    if notes[0].startswith(("**Not run yet.**", "**In progress.**", "**Partial results.**")):
         assert f"python -m ibd_lite reproduce --profile converged --only {target}" in notes[0]
     else:
         assert notes[0].startswith(("All ", "**Cannot be shown yet.**")), notes[0]
