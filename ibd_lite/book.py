@@ -221,6 +221,8 @@ class Comparison:
     def glue_all(self, prefix: str = "") -> None:
         """Glue every seed mean ({prefix}mean_<row>_<metric>, 4 decimals) and every paired test
         ({prefix}<B>_vs_<A>_<metric>: sentence; _pct; _verdict) for the prose."""
+        from .report import verdict_words
+
         glue(prefix + "n_seeds", self.n_seeds)
         for row in self.means.index:
             for metric in self.means.columns:
@@ -230,7 +232,7 @@ class Comparison:
             k = prefix + glue_key(b, "vs", a, t["metric"])
             glue(k, self.sentence(b, a, t["metric"]))
             glue(k + "_pct", float(t["change %"]), "+.1f")
-            glue(k + "_verdict", {"ahead": "ahead", "behind": "behind"}.get(t["verdict"], "not distinguishable"))
+            glue(k + "_verdict", verdict_words(t["verdict"]))
 
 
 def start_chapter(profile: str, device: str, model: str, seed: int, dataset: str | None = None,
@@ -370,23 +372,25 @@ def glue(name: str, value: Any, fmt: str = "") -> str:
     Off the book build (no myst_nb, e.g. on Colab) the text is only returned.
     """
     text = format(value, fmt)
-    try:
-        from myst_nb import glue as _glue
-    except ImportError:           # pragma: no cover - Colab without myst_nb
-        return text
-    _glue(name, text, display=False)
+    _store(name, text)
     return text
 
 
 def glue_md(name: str, text: str) -> str:
     """Store Markdown (bold, links, ...) for the prose ({glue:md}`name`); returns the text."""
+    from IPython.display import Markdown
+
+    _store(name, Markdown(text))
+    return text
+
+
+def _store(name: str, value: Any) -> None:
+    """myst-nb's glue, without display; off the book build (no myst_nb, e.g. on Colab) nothing is stored."""
     try:
-        from IPython.display import Markdown
         from myst_nb import glue as _glue
     except ImportError:           # pragma: no cover - Colab without myst_nb
-        return text
-    _glue(name, Markdown(text), display=False)
-    return text
+        return
+    _glue(name, value, display=False)
 
 
 # ------------------------------------------------------------------------------------------ readable tables

@@ -193,9 +193,17 @@ def comparisons(rows: dict[str, list], metrics: Sequence[str] = ("H@50", "N@50")
 def sentence(t: "pd.Series | dict", a: str) -> str:
     """One paired test (a line of `comparisons`) in words: 'ahead of A (+4.1 % H@50, 95% CI of the difference
     [+0.0012, +0.0061])'; the word comes from the interval alone."""
-    word = {"ahead": f"ahead of {a}", "behind": f"behind {a}"}.get(t["verdict"], f"not distinguishable from {a}")
+    word = {"ahead": f"ahead of {a}", "behind": f"behind {a}"}.get(verdict_words(t["verdict"]),
+                                                                  f"not distinguishable from {a}")
     change = "change undefined" if pd.isna(t["change %"]) else f"{t['change %']:+.1f} %"
     return f"{word} ({change} {t['metric']}, 95% CI of the difference [{t['lo']:+.4f}, {t['hi']:+.4f}])"
+
+
+def verdict_words(v: str) -> str:
+    """The book's verdict words, 'ahead' / 'behind' / 'not distinguishable', from a short verdict ('ahead',
+    'behind', 'n.d.') or a long one ('B is ahead of A', '... not distinguishable ...')."""
+    v = f" {v} "
+    return "ahead" if " ahead " in v else "behind" if " behind " in v else "not distinguishable"
 
 
 def short_verdict(ci: dict) -> str:

@@ -36,7 +36,7 @@ from .codec import compact, decode
 from .config import PROFILES, make_config, resolve_device
 from .errors import ConfigError, choice_error
 from .provenance import REPO
-from .report import STUDENT_ROWS, Run, load_runs, means, standard_pairs, summary
+from .report import STUDENT_ROWS, Run, load_runs, means, standard_pairs, summary, verdict_words
 from .runner import is_finished, load_result, lock_path, write_json
 
 NOTEBOOKS = REPO / "book" / "reproduce"
@@ -763,16 +763,12 @@ def spec_pairs(rows: dict[str, list]) -> list[tuple[str, str]]:
     return pairs + [p for p in best[-1:] if p not in pairs]
 
 
-def short_verdict(v: str) -> str:
-    """The verdict words: 'ahead' / 'behind' / 'not distinguishable', from a short ('ahead', 'behind', 'n.d.')
-    or a long verdict ('B is ahead of A', '... not distinguishable ...')."""
-    v = f" {v} "
-    return "ahead" if " ahead " in v else "behind" if " behind " in v else "not distinguishable"
+short_verdict = verdict_words             # the name the table template uses
 
 
 def say(b: str, a: str, words: str) -> str:
     """'iBD-Student is ahead of CD' / 'is behind CD' / 'and CD are not distinguishable' from verdict words."""
-    words = short_verdict(words)
+    words = verdict_words(words)
     if words == "not distinguishable":
         return f"{b} and {a} are not distinguishable"
     return f"{b} is {words}{' of' if words == 'ahead' else ''} {a}"
@@ -800,20 +796,14 @@ def tables_overview(runs: Sequence[Run], profile: str, seeds: int | None = None,
                 for _, c in comp.iterrows():
                     b, a = c["B vs A"].split(" vs ")
                     col = next((k for k, v in cols.items() if v == (a, b)), "iBD-S vs best student")
-                    words = short_verdict(c["verdict"])
+                    words = verdict_words(c["verdict"])
                     rec[col] = f"{c['change %']:+.1f} % ({'n.d.' if words.startswith('not') else words})"
                     tests.append({"dataset": d, "model": m, "comparison": col, "A": a, "B": b, "mean A": c["A"],
-                                  "B − A": c["B − A"], "lo": _ci(c["95% CI"])[0], "hi": _ci(c["95% CI"])[1],
+                                  "B − A": c["B − A"], "lo": c["lo"], "hi": c["hi"],
                                   "change %": float(c["change %"]), "verdict": words, "seeds": int(c["seeds"])})
             shown.append(rec)
     cols = ["dataset", "model", "comparison", "A", "B", "mean A", "B − A", "lo", "hi", "change %", "verdict", "seeds"]
     return pd.DataFrame(shown), pd.DataFrame(tests, columns=cols)
-
-
-def _ci(text: str) -> tuple[float, float]:
-    """'[-0.0012, +0.0034]' -> (-0.0012, 0.0034) (the interval as report.comparisons prints it)."""
-    lo, hi = text.strip("[]").split(",")
-    return float(lo), float(hi)
 
 
 def results_provenance(runs: Sequence[Run], results_dir: "str | Path") -> str:
