@@ -127,6 +127,25 @@ class Chapter:
         """Run (or reuse) the variants, with a time estimate and a progress bar when anything must train."""
         return run_with_estimate(self.configs(*variants), self.out_dir)
 
+    def seeds_in_store(self, seeds: Sequence[int], *variants: dict[str, Any]) -> list[int]:
+        """The seeds this chapter shows. Profile `converged` never trains inside the book (its runs take
+        hours; `python -m ibd_lite reproduce --only chapters` trains them), so there only the seeds whose
+        runs of every variant (default: every method of the table) are finished; any other profile trains
+        what is missing, so all of `seeds`."""
+        seeds = [int(s) for s in seeds]
+        if self.cfg.profile != "converged":
+            return seeds
+        variants = variants or tuple({"method": m} for m in table_methods())
+        done = [s for s in seeds if not plan_runs(self.configs(*({**v, "seed": s} for v in variants)),
+                                                    self.out_dir).todo]
+        if not done:
+            names = ", ".join(sorted({_variant_name(v) for v in variants}))
+            raise FileNotFoundError(
+                f"no seed of {seeds} has finished converged runs of {names} in {_short(self.out_dir)}. Train "
+                "them with `python -m ibd_lite reproduce --only chapters` (hours on a CPU), or set "
+                'profile = "quick" in the parameters cell for a result in minutes.')
+        return done
+
     def warmup_models(self, split) -> tuple[torch.nn.Module, torch.nn.Module]:
         """The warm-up teacher and student (cached; trained first when missing, with a time estimate)."""
         from .methods import Context, pretrain, pretrain_key
@@ -151,10 +170,9 @@ class Chapter:
         """The full comparison at equal budget (SPEC §8): Teacher, Student, RD, CD, BD and iBD on `seeds`
         (reused from the results store, trained when missing), the 8-row table and the paired intervals."""
         from . import report
-        from .experiments import TABLE_ROWS, run_name
+        from .experiments import run_name
 
-        methods = list(dict.fromkeys(m for _, m, _ in TABLE_ROWS))
-        results = self.runs(*({"method": m, "seed": int(s)} for s in seeds for m in methods))
+        results = self.runs(*({"method": m, "seed": int(s)} for s in seeds for m in table_methods()))
         runs = [report.Run(self.out_dir / run_name(r["config"]), r) for r in results]
         rows = report.table_rows(runs, self.cfg.dataset, self.cfg.model, defaults_only=False)
         return Comparison.from_rows(rows, n_boot, metrics)
@@ -169,6 +187,32 @@ class Chapter:
               f"torch {p['torch']}, Python {p['python']}, device {p['device']}: {p['device_name']}\n"
               f"profile {self.cfg.profile!r}, executed {p['time_utc']} in "
               f"{time.perf_counter() - self.t_start:.1f} s")
+
+
+def table_methods() -> list[str]:
+    """The methods behind the 8-row comparison table, in order (teacher, student, rd, cd, bd, ibd)."""
+    from .experiments import TABLE_ROWS
+
+    return list(dict.fromkeys(m for _, m, _ in TABLE_ROWS))
+
+
+def _variant_name(v: dict[str, Any]) -> str:
+    return " ".join(str(x) for x in (v.get("method"), v.get("ibd_variant"), v.get("bd_direction")) if x)
+
+
+def seeds_note(used: Sequence[int], asked: Sequence[int], what: str = "comparison", needed: int = 5) -> str:
+    """One Markdown sentence on the seeds a comparison rests on, marked provisional when some of the
+    seeds asked for have not finished or fewer than `needed` are in it (SPEC §8 asks for 5)."""
+    used, asked = list(used), list(asked)
+    seeds = ", ".join(map(str, used))
+    if len(used) >= needed and len(used) == len(asked):
+        return f"This {what} rests on {len(used)} seeds ({seeds})."
+    missing = [s for s in asked if s not in used]
+    why = (f"seed{'s' * (len(missing) > 1)} {', '.join(map(str, missing))} {'have' if len(missing) > 1 else 'has'} "
+           "not finished training yet" if missing else f"the book's verdicts need at least {needed}")
+    return (f"**Provisional:** this {what} rests on {len(used)} of the {len(asked)} seeds asked for "
+            f"({seeds}; {why}), too few to show how much the results vary from seed to seed: read its "
+            "verdicts as a first look, not a finding.")
 
 
 def glue_key(*parts: Any) -> str:

@@ -105,7 +105,7 @@ def test_colab_url():
 
 # ------------------------------------------------------------------------------------- time estimates
 def _fake_result(out: Path, seconds: float, device_name: str = "Test CPU", **kw) -> dict:
-    cfg = ibd_lite.make_config(profile="ci", device="cpu", **kw).to_dict()
+    cfg = ibd_lite.make_config(**{"profile": "ci", "device": "cpu", **kw}).to_dict()
     r = {"schema": RESULT_SCHEMA, "config": cfg, "timing": {"total_s": seconds},
          "provenance": {"device_name": device_name, "code_fingerprint": code_fingerprint(cfg["model"])}}
     write_json(out / run_name(cfg), r)
@@ -136,6 +136,33 @@ def test_plan_when_everything_is_finished(tmp_path):
     _fake_result(tmp_path, 5.0, method="student", seed=4)
     plan = book.plan_runs([dict(profile="ci", device="cpu", method="student", seed=s) for s in (3, 4)], tmp_path)
     assert plan.message(tmp_path).startswith("All 2 runs this step needs are finished")
+
+
+def test_converged_chapters_show_only_seeds_whose_runs_all_finished(tmp_path):
+    ch = book.start_chapter("converged", "cpu", "cdae", 0, method="bd")
+    ch.out_dir = tmp_path
+    for seed in (0, 1, 3):
+        for m in book.table_methods():
+            if (seed, m) != (1, "ibd"):                                 # seed 1 lacks its iBD run
+                _fake_result(tmp_path, 1.0, profile="converged", method=m, seed=seed)
+    assert book.table_methods() == ["teacher", "student", "rd", "cd", "bd", "ibd"]
+    assert ch.seeds_in_store([0, 1, 2, 3, 4]) == [0, 3]
+    assert ch.seeds_in_store([0, 1], {"method": "bd"}) == [0, 1]         # only the variants asked about
+    with pytest.raises(FileNotFoundError, match=r"ibd no-carry.*reproduce --only chapters.*quick"):
+        ch.seeds_in_store([0, 1], {"method": "ibd", "ibd_variant": "no-carry"})
+    quick = book.start_chapter("quick", "cpu", "cdae", 0)
+    quick.out_dir = tmp_path
+    assert quick.seeds_in_store([0, 1, 2]) == [0, 1, 2]                  # other profiles train what is missing
+
+
+def test_seeds_note_is_provisional_until_enough_seeds_finished():
+    assert book.seeds_note([0, 1, 2, 3, 4], range(5)) == "This comparison rests on 5 seeds (0, 1, 2, 3, 4)."
+    part = book.seeds_note([0, 3], range(5))
+    assert part.startswith("**Provisional:** this comparison rests on 2 of the 5 seeds asked for (0, 3; "
+                           "seeds 1, 2, 4 have not finished training yet)")
+    assert "seed 1 has not finished" in book.seeds_note([0], [0, 1])
+    assert "need at least 5" in book.seeds_note([0, 1], [0, 1])           # all finished, but too few
+    assert book.seeds_note([0, 1, 2], [0, 1, 2], "ablation", needed=3) == "This ablation rests on 3 seeds (0, 1, 2)."
 
 
 def test_plan_without_any_timing(tmp_path):
