@@ -120,6 +120,17 @@ def test_ibd_needs_room_for_its_rounds():
     make_config(profile="quick", method="ibd", epochs=110)
 
 
+def test_a_base_model_can_have_its_own_budget_and_explicit_values_win():
+    neumf = make_config(profile="converged", model="neumf")
+    cdae = make_config(profile="converged", model="cdae")
+    assert (neumf.pretrain_epochs, neumf.epochs, neumf.eval_every) == (50, 150, 10)
+    assert (cdae.pretrain_epochs, cdae.epochs) == (600, 1400)          # the profile's own budget
+    assert make_config(profile="converged", model="NeuMF", epochs=7).epochs == 7
+    quick = make_config(profile="quick", model="neumf", method="ibd")   # iBD's rounds fit in the budget
+    assert (quick.pretrain_epochs, quick.epochs, quick.refresh_every, quick.rounds) == (20, 30, 5, 5)
+    assert make_config(profile="paper", model="neumf").epochs == 400    # no override at the paper profile
+
+
 def test_role_learning_rates_come_from_the_tuned_file(tmp_path, monkeypatch):
     import ibd_lite.tuning as T
 
