@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from typing import Sequence
 
@@ -133,6 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished results are on disk; rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:        # e.g. `reproduce --list | head`: the reader stopped early, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit
+        return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -111,3 +111,13 @@ def test_cut_offs_without_50_do_not_crash(capsys, tmp_path):
     if code == 0:
         stored = json.loads((tmp_path / "r.json").read_text())
         assert set(stored["models"]["student"]["test"]) == {"H@10", "N@10", "H@20", "N@20"}
+
+
+def test_a_reader_that_stops_early_is_not_an_error(tmp_path):
+    # `reproduce --list | head`: the reader may close the pipe before the list is written (`true` never reads)
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    cmd = (f"{sys.executable} -m ibd_lite reproduce --profile ci --only table-citeulike-t-cdae --seeds 3 "
+           f"--out-dir {tmp_path} --list | true; exit ${{PIPESTATUS[0]}}")
+    done = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
