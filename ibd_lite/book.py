@@ -127,18 +127,18 @@ class Chapter:
         """Run (or reuse) the variants, with a time estimate and a progress bar when anything must train."""
         return run_with_estimate(self.configs(*variants), self.out_dir)
 
-    def seeds_in_store(self, seeds: Sequence[int], *variants: dict[str, Any]) -> list[int]:
+    def seeds_in_store(self, seeds: Sequence[int], *variants: dict[str, Any], required: bool = True) -> list[int]:
         """The seeds this chapter shows. Profile `converged` never trains inside the book (its runs take
         hours; `python -m ibd_lite reproduce --only chapters` trains them), so there only the seeds whose
         runs of every variant (default: every method of the table) are finished; any other profile trains
-        what is missing, so all of `seeds`."""
+        what is missing, so all of `seeds`. None finished is an error, or an empty list if not `required`."""
         seeds = [int(s) for s in seeds]
         if self.cfg.profile != "converged":
             return seeds
         variants = variants or tuple({"method": m} for m in table_methods())
         done = [s for s in seeds if not plan_runs(self.configs(*({**v, "seed": s} for v in variants)),
                                                     self.out_dir).todo]
-        if not done:
+        if not done and required:
             names = ", ".join(sorted({_variant_name(v) for v in variants}))
             raise FileNotFoundError(
                 f"no seed of {seeds} has finished converged runs of {names} in {_short(self.out_dir)}. Train "
@@ -204,6 +204,9 @@ def seeds_note(used: Sequence[int], asked: Sequence[int], what: str = "compariso
     """One Markdown sentence on the seeds a comparison rests on, marked provisional when some of the
     seeds asked for have not finished or fewer than `needed` are in it (SPEC §8 asks for 5)."""
     used, asked = list(used), list(asked)
+    if not used:
+        return (f"**Not run yet:** no seed of this {what} has finished training (asked for: "
+                f"{', '.join(map(str, asked))}); `python -m ibd_lite reproduce --only chapters` trains them.")
     seeds = ", ".join(map(str, used))
     if len(used) >= needed and len(used) == len(asked):
         return f"This {what} rests on {len(used)} seeds ({seeds})."

@@ -150,6 +150,7 @@ def test_converged_chapters_show_only_seeds_whose_runs_all_finished(tmp_path):
     assert ch.seeds_in_store([0, 1], {"method": "bd"}) == [0, 1]         # only the variants asked about
     with pytest.raises(FileNotFoundError, match=r"ibd no-carry.*reproduce --only chapters.*quick"):
         ch.seeds_in_store([0, 1], {"method": "ibd", "ibd_variant": "no-carry"})
+    assert ch.seeds_in_store([0, 1], {"method": "ibd", "ibd_variant": "no-carry"}, required=False) == []
     quick = book.start_chapter("quick", "cpu", "cdae", 0)
     quick.out_dir = tmp_path
     assert quick.seeds_in_store([0, 1, 2]) == [0, 1, 2]                  # other profiles train what is missing
@@ -162,6 +163,7 @@ def test_seeds_note_is_provisional_until_enough_seeds_finished():
                            "seeds 1, 2, 4 have not finished training yet)")
     assert "seed 1 has not finished" in book.seeds_note([0], [0, 1])
     assert "need at least 5" in book.seeds_note([0, 1], [0, 1])           # all finished, but too few
+    assert book.seeds_note([], [0, 1, 2], "ablation").startswith("**Not run yet:** no seed of this ablation")
     assert book.seeds_note([0, 1, 2], [0, 1, 2], "ablation", needed=3) == "This ablation rests on 3 seeds (0, 1, 2)."
 
 
