@@ -271,6 +271,7 @@ class Comparison:
         from .report import verdict_words
 
         glue(prefix + "n_seeds", self.n_seeds)
+        glue(prefix + "n_seeds_text", f"{self.n_seeds} seed{'s' * (self.n_seeds != 1)}")
         for row in self.means.index:
             for metric in self.means.columns:
                 glue(prefix + glue_key("mean", row, metric), float(self.means.loc[row, metric]), ".4f")

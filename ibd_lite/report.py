@@ -211,15 +211,29 @@ def short_verdict(ci: dict) -> str:
     return "ahead" if ci["lo"] > 0 else "behind" if ci["hi"] < 0 else "n.d."
 
 
+def commits_and_prints(provs: Sequence[dict]) -> tuple[list[str], list[str]]:
+    """The sorted distinct commits (10 characters, '+dirty' when uncommitted changes) and code fingerprints."""
+    commits = sorted({p.get("commit", "unknown")[:10] + ("+dirty" if p.get("dirty") else "") for p in provs})
+    return commits, sorted({p.get("code_fingerprint", "none") for p in provs})
+
+
+def mix_note(commits: Sequence[str], prints: Sequence[str]) -> str:
+    """What a set of runs' provenance says: a MIXED training code (several fingerprints), uncommitted
+    changes, or several commits that share one training code; '' for one clean commit."""
+    if len(prints) > 1:
+        return "MIXED: more than one training-code fingerprint"
+    if any(c.endswith("+dirty") for c in commits):
+        return "some runs had uncommitted changes"
+    return "several commits, one training code" if len(commits) > 1 else ""
+
+
 def provenance_of(rows: dict[str, list[tuple[Run, str]]]) -> pd.DataFrame:
-    """Which commits and code fingerprints made each row; `mixed` flags a row made by several."""
+    """Which commits and code fingerprints made each row; `mixed` flags a row made by several training codes."""
     recs = []
     for label, rs in rows.items():
-        provs = [r.result.get("provenance", {}) for r, _ in rs]
-        commits = sorted({p.get("commit", "unknown")[:10] + ("+dirty" if p.get("dirty") else "") for p in provs})
-        prints = sorted({p.get("code_fingerprint", "none") for p in provs})
+        commits, prints = commits_and_prints([r.result.get("provenance", {}) for r, _ in rs])
         recs.append({"row": label, "commits": " ".join(commits), "fingerprints": " ".join(prints),
-                     "mixed": len(prints) > 1 or len(commits) > 1})
+                     "mixed": len(prints) > 1})
     return pd.DataFrame(recs).set_index("row")
 
 
@@ -247,8 +261,9 @@ def render(results_dir: "str | Path", n_boot: int = 10_000) -> str:
             except ConfigError as e:
                 parts.append(f"\n(no paired comparison: {e})")
             prov = provenance_of(rows)
-            parts.append("\nprovenance:" + (" MIXED: rows come from more than one commit or code fingerprint"
-                                            if prov["mixed"].any() or prov["fingerprints"].nunique() > 1 else ""))
+            note = mix_note(sorted({c for cs in prov["commits"] for c in cs.split()}),
+                            sorted({f for fs in prov["fingerprints"] for f in fs.split()}))
+            parts.append("\nprovenance:" + (f" {note}" if note else ""))
             parts.append(prov.to_string())
             parts.append("")
     return "\n".join(parts)

@@ -809,15 +809,16 @@ def tables_overview(runs: Sequence[Run], profile: str, seeds: int | None = None,
 def results_provenance(runs: Sequence[Run], results_dir: "str | Path") -> str:
     """Two lines: how many runs a page read and from which folder; their commits and code fingerprints (MIXED
     when several)."""
-    provs = [r.result.get("provenance", {}) for r in runs]
-    commits = sorted({p.get("commit", "unknown")[:10] + ("+dirty" if p.get("dirty") else "") for p in provs})
-    prints = sorted({p.get("code_fingerprint", "none") for p in provs})
+    from .report import commits_and_prints, mix_note
+
+    commits, prints = commits_and_prints([r.result.get("provenance", {}) for r in runs])
     where = _repo_relative(results_dir)
     if not runs:
         return f"results: no finished run in {where}"
-    mixed = " (MIXED: more than one commit or code fingerprint)" if len(commits) > 1 or len(prints) > 1 else ""
+    note = mix_note(commits, prints)
     return (f"results: {len(runs)} finished run{'s' * (len(runs) != 1)} in {where}\n"
-            f"  commit(s) {' '.join(commits)}; code fingerprint(s) {' '.join(prints)}{mixed}")
+            f"  commit(s) {' '.join(commits)}\n  code fingerprint(s) {' '.join(prints)}"
+            + (f" ({note})" if note else ""))
 
 
 ANALYSES = (("fig3", "Figure 3", "H@50 and N@50 every 10 epochs, BD vs iBD"),

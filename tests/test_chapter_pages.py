@@ -124,9 +124,8 @@ def test_figures_are_column_sized_at_150_dpi(chapter):
         assert 6.0 * 150 <= w <= 7.2 * 150, (w, h)       # 6–7 inches at 150 dpi (tight bounding box)
 
 
-def test_chapters_were_executed_on_real_data_without_errors(chapter):
-    # chapters 2-5 move from `quick` to `converged` (branch chapters-converged) once the converged grid is done
-    assert chapter["metadata"]["papermill"]["parameters"]["profile"] in ("quick", "converged")
+def test_chapters_were_executed_at_converged_without_errors(chapter):
+    assert chapter["metadata"]["papermill"]["parameters"]["profile"] == "converged"
     for cell in chapter["cells"]:
         assert all(o["output_type"] != "error" for o in cell.get("outputs", []))
 

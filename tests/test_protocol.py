@@ -236,6 +236,7 @@ def test_chapter_comparison_words_come_from_the_intervals(tmp_path, monkeypatch)
                                                      "the difference [+0.0000, +0.0000])")
     cmp.glue_all("x_")
     assert glued["x_n_seeds"] == "2" and glued["x_mean_iBD_Student_H50"] == "1.0000"
+    assert glued["x_n_seeds_text"] == "2 seeds"
     assert glued["x_iBD_Student_vs_BD_Student_H50_verdict"] == "ahead"
     assert glued["x_BD_Teacher_vs_Teacher_H50_verdict"] == "not distinguishable"
     assert glued["x_iBD_Student_vs_BD_Student_H50_pct"] == "+100.0"

@@ -162,9 +162,24 @@ def test_select_runs_keeps_current_code_and_says_what_it_left_out(tmp_path):
     assert R.resolve_results_dir(None, "ci") == ROOT / "results" / "ci"
     assert R.resolve_results_dir("results/x", "ci") == ROOT / "results" / "x"
     line = R.results_provenance(R.select_runs(tmp_path, "ci"), tmp_path)
-    assert line == f"results: 1 finished run in {tmp_path}\n  commit(s) abc; code fingerprint(s) " \
+    assert line == f"results: 1 finished run in {tmp_path}\n  commit(s) abc\n  code fingerprint(s) " \
                    f"{code_fingerprint('cdae')}"
     assert R.results_provenance([], "results/x") == "results: no finished run in results/x"
+
+
+def test_provenance_flags_mixed_training_code_apart_from_several_commits():
+    from ibd_lite.report import commits_and_prints, mix_note
+
+    provs = [{"commit": "a72e19ac64ffff", "code_fingerprint": "956aaaf70a77"},
+             {"commit": "816116d463ffff", "code_fingerprint": "956aaaf70a77"}]
+    commits, prints = commits_and_prints(provs)
+    assert (commits, prints) == (["816116d463", "a72e19ac64"], ["956aaaf70a77"])
+    assert mix_note(commits, prints) == "several commits, one training code"
+    assert mix_note(*commits_and_prints(provs[:1])) == ""
+    assert mix_note(*commits_and_prints([*provs, {"commit": "c", "code_fingerprint": "0000older000"}])) \
+        == "MIXED: more than one training-code fingerprint"
+    assert mix_note(*commits_and_prints([{"commit": "c", "dirty": True, "code_fingerprint": "f"}])) \
+        == "some runs had uncommitted changes"
 
 
 # ------------------------------------------------------------------------------------------ committed pages
