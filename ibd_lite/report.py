@@ -261,8 +261,8 @@ def render(results_dir: "str | Path", n_boot: int = 10_000) -> str:
             except ConfigError as e:
                 parts.append(f"\n(no paired comparison: {e})")
             prov = provenance_of(rows)
-            note = mix_note(sorted({c for cs in prov["commits"] for c in cs.split()}),
-                            sorted({f for fs in prov["fingerprints"] for f in fs.split()}))
+            note = mix_note(*commits_and_prints([r.result.get("provenance", {})
+                                                 for rs in rows.values() for r, _ in rs]))
             parts.append("\nprovenance:" + (f" {note}" if note else ""))
             parts.append(prov.to_string())
             parts.append("")

@@ -807,8 +807,8 @@ def tables_overview(runs: Sequence[Run], profile: str, seeds: int | None = None,
 
 
 def results_provenance(runs: Sequence[Run], results_dir: "str | Path") -> str:
-    """Two lines: how many runs a page read and from which folder; their commits and code fingerprints (MIXED
-    when several)."""
+    """How many runs a page read and from which folder, then their commits and their code fingerprints,
+    with `report.mix_note` when they differ."""
     from .report import commits_and_prints, mix_note
 
     commits, prints = commits_and_prints([r.result.get("provenance", {}) for r in runs])
