@@ -136,8 +136,8 @@ class Chapter:
         if self.cfg.profile != "converged":
             return seeds
         variants = variants or tuple({"method": m} for m in table_methods())
-        done = [s for s in seeds if not plan_runs(self.configs(*({**v, "seed": s} for v in variants)),
-                                                    self.out_dir).todo]
+        done = [s for s in seeds
+                if all(_finished(c, self.out_dir)[1] for c in self.configs(*({**v, "seed": s} for v in variants)))]
         if not done and required:
             names = ", ".join(sorted({_variant_name(v) for v in variants}))
             raise FileNotFoundError(
@@ -364,17 +364,23 @@ class Plan:
         return msg
 
 
-def plan_runs(configs: Iterable[dict[str, Any]], out_dir: "str | Path") -> Plan:
-    """Split configs into finished and to-do runs and estimate the to-do time from recorded timings."""
+def _finished(config: dict[str, Any], out_dir: "str | Path") -> tuple[dict[str, Any], bool]:
+    """The full config of a chapter's run settings, and whether its finished result is in `out_dir`."""
     from .config import make_config
     from .experiments import run_name
     from .runner import is_finished, load_result
 
+    full = make_config(**config).to_dict()
+    return full, is_finished(load_result(Path(out_dir) / run_name(full)), full)
+
+
+def plan_runs(configs: Iterable[dict[str, Any]], out_dir: "str | Path") -> Plan:
+    """Split configs into finished and to-do runs and estimate the to-do time from recorded timings."""
     finished, todo, total, unmeasured, where = [], [], 0.0, 0, []
     timings = measured_seconds(out_dir)
     for c in configs:
-        full = make_config(**c).to_dict()
-        if is_finished(load_result(Path(out_dir) / run_name(full)), full):
+        full, done = _finished(c, out_dir)
+        if done:
             finished.append(full)
             continue
         todo.append(full)
