@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 from typing import Sequence
 
@@ -113,7 +114,22 @@ def _add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--render-only", action="store_true",
                       help="train nothing: execute the chosen targets' notebooks from the results that exist "
                            "(a table or figure without results renders a page that says what is pending)")
+    rp.add_argument("--time-limit", type=_duration, default=None, metavar="DURATION",
+                    help="start only runs whose estimated time fits in DURATION from now (e.g. 2h45m, 90m): a "
+                         "sitting of known length ends with finished runs, not killed ones; rerun to continue")
     rp.add_argument("--quiet", action="store_true")
+
+
+def _duration(text: str) -> float:
+    """'2h45m', '90m', '1.5h', '600s' -> seconds (argparse type of --time-limit)."""
+    m = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?:in)?)?(?:(\d+(?:\.\d+)?)s)?", text.strip())
+    if not text.strip() or m is None or not any(m.groups()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: write hours, minutes and seconds with "
+                                         "their units, e.g. 2h45m, 90m or 600s")
+    h, mi, sec = (float(g) if g else 0.0 for g in m.groups())
+    if h * 3600 + mi * 60 + sec <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is zero: give a positive duration such as 90m")
+    return h * 3600 + mi * 60 + sec
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -194,13 +210,17 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         return 0
     if args.render_only:
         return _render_only(R, plan, args)
-    outcome = R.train(plan, jobs=args.jobs, progress=not args.quiet)
+    outcome = R.train(plan, jobs=args.jobs, progress=not args.quiet, time_limit=args.time_limit)
     R.compact_store(plan)
     failed_nb = {} if args.no_notebooks else R.execute_notebooks(plan, args.nb_dir or R.default_nb_dir(args.profile),
                                                                  progress=not args.quiet)
     print(json.dumps({"profile": args.profile, "out_dir": str(plan.out_dir), "runs": len(plan.configs),
                       "trained": sorted(outcome.trained), "reused": len(outcome.finished),
-                      "failed": outcome.failed, "failed_notebooks": failed_nb}, indent=1))
+                      "failed": outcome.failed, "deferred": outcome.deferred, "failed_notebooks": failed_nb},
+                     indent=1))
+    if outcome.deferred:
+        print(f"{len(outcome.deferred)} run(s) left for later: they would not finish within --time-limit. Rerun "
+              "the same command to continue", file=sys.stderr)
     if outcome.failed or failed_nb:
         print(f"error: {len(outcome.failed)} run(s) and {len(failed_nb)} notebook(s) failed (logs above); the "
               "others are done. Fix the cause and rerun the same command to resume", file=sys.stderr)

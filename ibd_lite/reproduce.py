@@ -5,6 +5,7 @@ notebook per table and figure with papermill.
     python -m ibd_lite reproduce --profile converged --jobs 2          # train what is missing, render all
     python -m ibd_lite reproduce --profile converged --dry-run         # what would train, and how long
     python -m ibd_lite reproduce --profile paper --device cuda --list  # one shell command per pending run
+    python -m ibd_lite reproduce --profile converged --jobs 2 --time-limit 2h45m   # a sitting of known length
 
 A run is one JSON file named after its config (results/<profile>/<name>.json): files made on several
 machines merge by copying them into one folder, and a finished file is never redone. The helpers at the
@@ -21,7 +22,7 @@ import shlex
 import sys
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,11 +203,10 @@ class Estimator:
         g = self.coarse.get((c["profile"], c["method"])) or self.coarse.get((c["profile"],))
         return float(np.mean(f)) if f else float(np.mean(g)) if g else None
 
-
-def seconds_estimates(plan: Plan) -> list[float | None]:
-    """Estimated seconds of each pending run (see Estimator)."""
-    est = Estimator(plan.out_dir)
-    return [est.get(c) for c, _ in plan.pending]
+    def measured(self, c: dict[str, Any]) -> bool:
+        """Whether get(c) comes from finished runs of the same dataset, model and method (else it is borrowed
+        from other datasets or models, and only rough: a NeuMF or Foursquare epoch costs differently)."""
+        return (c["profile"], c["dataset"], c["model"], c["method"]) in self.fine
 
 
 def format_seconds(s: float | None) -> str:
@@ -229,17 +229,23 @@ def time_left(estimates: Iterable[float | None], jobs: int = 1, fallback: float 
 
 def describe(plan: Plan, jobs: int = 1) -> str:
     """What --dry-run prints: targets, run counts, the pending runs and the estimated time."""
-    est = seconds_estimates(plan)
+    estimator = Estimator(plan.out_dir)
+    est = [estimator.get(c) for c, _ in plan.pending]
+    rough = [e is not None and not estimator.measured(c) for (c, _), e in zip(plan.pending, est)]
     known = [e for e in est if e is not None]
     lines = [f"profile {plan.profile}, device {plan.device}, results in {plan.out_dir}",
              f"targets: {', '.join(t.name for t in plan.targets)}",
              f"runs: {len(plan.configs)} in all, {len(plan.done)} finished, {len(plan.pending)} to train"]
     if plan.pending:
         left = time_left(est, jobs)
-        lines.append(f"estimated time with --jobs {jobs}: {format_seconds(left)}"
-                     + ("" if left is not None else f" ({len(known)} of {len(est)} runs have a finished run of "
-                                                    "the same kind to estimate from)"))
-        lines += [f"  {n}  (~{format_seconds(e)})" for (_, n), e in zip(plan.pending, est)]
+        note = ("" if left is not None else f" ({len(known)} of {len(est)} runs have a finished run of "
+                                            "the same kind to estimate from)")
+        if left is not None and any(rough):
+            note = (f" (rough: {sum(rough)} of {len(est)} runs are estimated from runs of another dataset, "
+                    "model or method)")
+        lines.append(f"estimated time with --jobs {jobs}: {format_seconds(left)}{note}")
+        lines += [f"  {n}  (~{format_seconds(e)}{', rough' if r else ''})"
+                  for (_, n), e, r in zip(plan.pending, est, rough)]
     return "\n".join(lines)
 
 
@@ -269,11 +275,12 @@ def list_commands(plan: Plan) -> list[str]:
 
 @dataclass
 class Outcome:
-    """What `train` did: file names trained, found finished, and failed (with their log files)."""
+    """What `train` did: file names trained, found finished, failed (with their log files) and deferred."""
 
     trained: list[str] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    deferred: list[str] = field(default_factory=list)   # not started: they would not fit in the time limit
 
 
 def log_path(out_dir: Path, name: str) -> Path:
@@ -298,23 +305,38 @@ def train_one(c: dict[str, Any], out_dir: str, name: str) -> tuple[str, str, str
         return name, "failed", str(log)
 
 
+def fits(estimate: float | None, seconds_left: float | None) -> bool:
+    """Whether a run estimated at `estimate` seconds should start with `seconds_left` of a time limit: it must
+    fit with a 10% margin (estimates are means over finished runs); no limit or no estimate -> it starts."""
+    return seconds_left is None or estimate is None or estimate * TIME_MARGIN <= seconds_left
+
+
+TIME_MARGIN = 1.1
+
+
 def train(plan: Plan, jobs: int = 1, progress: bool = True,
-          on_done: Callable[[str, str], None] | None = None) -> Outcome:
+          on_done: Callable[[str, str], None] | None = None, time_limit: float | None = None) -> Outcome:
     """Train every pending run of the plan, `jobs` at a time, with a bar showing the estimated time left.
 
     Runs another process holds right now (a second reproduce or a cluster job) go last. A run that raises
     is logged and reported in the outcome; the others continue. on_done(name, status) per run.
+    With `time_limit` (seconds from now), a run starts only if its estimate fits in what is left (`fits`),
+    taking the first that fits in plan order; the others are left for the next call (`Outcome.deferred`), so a
+    sitting of known length ends with finished runs instead of killed ones.
     """
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ConfigError(f"jobs={jobs!r} is out of range: it must be an integer >= 1 (worker processes)")
+    if time_limit is not None and not (isinstance(time_limit, (int, float)) and time_limit > 0):
+        raise ConfigError(f"time_limit={time_limit!r} is out of range: it must be a positive number of seconds")
     resolve_device(plan.device)                     # CUDA asked for but absent: a clear error before any work
-    pending = sorted(plan.pending, key=lambda cn: _held(plan.out_dir / cn[1]))
+    queue = sorted(plan.pending, key=lambda cn: _held(plan.out_dir / cn[1]))
     est = Estimator(plan.out_dir)
     outcome = Outcome(finished=list(plan.done))
-    left = dict((n, c) for c, n in pending)
+    left = dict((n, c) for c, n in queue)
     took: list[float] = []
-    bar = tqdm(total=len(pending), desc=f"reproduce {plan.profile}", unit="run", disable=not progress)
+    bar = tqdm(total=len(queue), desc=f"reproduce {plan.profile}", unit="run", disable=not progress)
     t0 = [time.perf_counter()]
+    stop_at = None if time_limit is None else time.perf_counter() + time_limit
 
     def record(name: str, status: str, log: str | None) -> None:
         left.pop(name, None)
@@ -332,31 +354,51 @@ def train(plan: Plan, jobs: int = 1, progress: bool = True,
         if on_done is not None:
             on_done(name, status)
 
+    def take() -> tuple[dict, str] | None:
+        """The next queued run to start: the first that fits in the time left, or None."""
+        remaining = None if stop_at is None else stop_at - time.perf_counter()
+        for i, (c, _) in enumerate(queue):
+            if fits(est.get(c), remaining):
+                return queue.pop(i)
+        return None
+
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     bar.set_postfix_str(f"left ≈ {format_seconds(time_left(map(est.get, left.values()), jobs))}")
     if jobs == 1:
-        for c, n in pending:
-            bar.set_description_str(f"{c['dataset']} {c['model']} {c['method']} s{c['seed']}")
-            record(*train_one(c, str(plan.out_dir), n))
+        while (cn := take()) is not None:
+            bar.set_description_str(f"{cn[0]['dataset']} {cn[0]['model']} {cn[0]['method']} s{cn[0]['seed']}")
+            record(*train_one(cn[0], str(plan.out_dir), cn[1]))
     else:
-        _train_parallel(pending, plan.out_dir, jobs, record)
+        _train_parallel(take, plan.out_dir, jobs, record)
+    outcome.deferred = [n for _, n in queue]
     bar.close()
     refresh(plan)
     return outcome
 
 
-def _train_parallel(pending: list[tuple[dict, str]], out_dir: Path, jobs: int,
+def _train_parallel(take: Callable[[], "tuple[dict, str] | None"], out_dir: Path, jobs: int,
                     record: Callable[[str, str, str | None], None]) -> None:
-    """`jobs` worker processes (fresh, each with cores // jobs torch threads), one run per task."""
+    """`jobs` worker processes (fresh, each with cores // jobs torch threads); a new run is taken whenever a
+    worker is free, until `take` has none left."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     with ProcessPoolExecutor(jobs, mp_context=E._worker_context(), initializer=E._worker_init,
                              initargs=(max(1, cores // jobs),)) as pool:
-        futures = {pool.submit(train_one, c, str(out_dir), n): n for c, n in pending}
-        for f in as_completed(futures):
-            try:
-                record(*f.result())
-            except BrokenProcessPool:               # a worker died (out of memory, killed): say which run
-                record(futures[f], "failed", "(a worker process died while training it; rerun to resume)")
+        running: dict = {}
+        while True:
+            while len(running) < jobs and (cn := take()) is not None:
+                try:
+                    running[pool.submit(train_one, cn[0], str(out_dir), cn[1])] = cn[1]
+                except BrokenProcessPool:
+                    record(cn[1], "failed", "(the worker pool broke before this run started; rerun to resume)")
+            if not running:
+                return
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in done:
+                name = running.pop(f)
+                try:
+                    record(*f.result())
+                except BrokenProcessPool:           # a worker died (out of memory, killed): say which run
+                    record(name, "failed", "(a worker process died while training it; rerun to resume)")
 
 
 def _held(path: Path) -> bool:

@@ -158,6 +158,9 @@ def test_dry_run_after_the_grid_and_a_deleted_file_retrains_only_that(killed_sto
     text = capsys.readouterr().out
     assert "6 in all, 5 finished, 1 to train" in text and gone.name in text
     assert "estimated time with --jobs 1: " in text and "unknown" not in text   # the other runs' recorded time
+    # no other CD run of this dataset and model has finished: the estimate is borrowed, and says so
+    assert "(rough: 1 of 1 runs are estimated from runs of another dataset, model or method)" in text
+    assert f"{gone.name}  (~" in text and ", rough)" in text
     statuses = []
     outcome = R.train(R.make_plan(out_dir=out, **ONE_TABLE), progress=False,
                       on_done=lambda n, s: statuses.append((n, s)))
@@ -199,6 +202,53 @@ def test_failed_run_is_logged_and_the_others_finish(killed_store, tmp_path, caps
     monkeypatch.setattr(runner, "_execute", real)                  # fixed: the rerun trains it, log removed
     assert R.train(R.make_plan(out_dir=out, **ONE_TABLE), progress=False).trained == [name]
     assert not Path(log).exists()
+
+
+def test_a_run_fits_a_time_limit_only_with_its_margin():
+    assert R.TIME_MARGIN == 1.1
+    assert R.fits(100.0, 110.5) and not R.fits(100.0, 109.5)       # 100 s * 1.1 = 110 s
+    assert R.fits(100.0, None) and R.fits(None, 1.0)                # no limit, or nothing to estimate from
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_time_limit_starts_only_runs_that_fit_and_leaves_the_rest(killed_store, tmp_path, cache_dir, monkeypatch,
+                                                                   jobs):
+    out = tmp_path / "res"
+    shutil.copytree(killed_store[0], out)
+    gone = {m: next(out.glob(f"*-{m}-*.json")).name for m in ("rd", "cd", "bd")}
+    for name in gone.values():
+        (out / name).unlink()
+    before = _stat(out)
+    seconds = {"rd": 10_000.0, "cd": 1.0, "bd": 1_000.0}             # only CD fits in 10 minutes
+    monkeypatch.setattr(R.Estimator, "get", lambda self, c: seconds.get(c["method"], 1.0))
+    outcome = R.train(R.make_plan(out_dir=out, **ONE_TABLE), jobs=jobs, progress=False, time_limit=600)
+    assert outcome.trained == [gone["cd"]] and not outcome.failed  # the first run in plan order that fits
+    assert outcome.deferred == [gone["rd"], gone["bd"]]             # the others wait, in plan order
+    finished = sorted(n for n in before if n.endswith(".json"))
+    assert sorted(p.name for p in out.glob("*.json")) == sorted([*finished, gone["cd"]])
+    assert all(_stat(out)[n] == t for n, t in before.items())      # nothing finished was touched
+    with pytest.raises(ConfigError, match="time_limit=0 is out of range"):
+        R.train(R.make_plan(out_dir=out, **ONE_TABLE), time_limit=0)
+
+
+def test_time_limit_on_the_command_line(killed_store, tmp_path, capsys, cache_dir, monkeypatch):
+    out = tmp_path / "res"
+    shutil.copytree(killed_store[0], out)
+    gone = next(out.glob("*-rd-*.json"))
+    gone.unlink()
+    monkeypatch.setattr(R, "make_plan", functools.partial(R.make_plan, **TINY))
+    argv = ["reproduce", "--profile", "ci", "--only", "table-citeulike-t-cdae", "--seeds", "1", "--device", "cpu",
+            "--out-dir", str(out), "--no-notebooks", "--quiet"]
+    monkeypatch.setattr(R.Estimator, "get", lambda self, c: 7_200.0)   # every run: 2 h
+    assert main([*argv, "--time-limit", "1h30m"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["deferred"] == [gone.name] and not gone.exists()
+    assert "1 run(s) left for later: they would not finish within --time-limit" in captured.err
+    assert main([*argv, "--time-limit", "2h15m"]) == 0 and gone.exists()     # 2 h * 1.1 = 2 h 12 min fits
+    for bad, words in (("90", "is not a duration"), ("0m", "is zero")):
+        with pytest.raises(SystemExit) as e:
+            main([*argv, "--time-limit", bad])
+        assert e.value.code == 2 and words in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------ compact store
