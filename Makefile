@@ -18,7 +18,8 @@ setup:            ## install everything (torch 2.13.0 CPU wheel locally; Colab k
 
 book: setup chapters html   ## main job: execute the chapters in place, then build the book
 
-chapters:
+chapters:         ## at converged, first re-render chapters 6-7's table and figure pages from results/converged
+	@if [ "$(PROFILE)" = converged ]; then $(PYTHON) -m ibd_lite reproduce --profile converged --render-only --quiet; fi
 	$(PYTHON) scripts/execute_chapters.py --profile $(PROFILE) --device $(DEVICE) --in-place
 
 html:

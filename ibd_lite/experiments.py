@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -19,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .config import make_config
 from .errors import ConfigError, choice_error
+from .provenance import usable_cores
 from .runner import (clean_stale_tmp, default_cache_dir, ensure_writable, load_result, prepare_folders,
                      run_at)
 
@@ -95,7 +95,7 @@ def run_grid(configs: Iterable[dict[str, Any]], out_dir: "str | Path" = "results
 def _run_parallel(cfgs: list, paths: list[Path], cache_dir: Path, jobs: int,
                   record: Callable[[int, str, dict | None], None]) -> None:
     """Run configs in `jobs` spawned worker processes that split the cores between them."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     pool = ProcessPoolExecutor(jobs, mp_context=_worker_context(), initializer=_worker_init,
                                initargs=(max(1, cores // jobs),))
     try:

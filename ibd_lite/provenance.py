@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -58,6 +59,19 @@ def device_name(device: "torch.device | str") -> str:
     except OSError:
         pass
     return f"{cpu} ({torch.get_num_threads()} threads)"
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def load_average() -> float | None:
+    """The machine's 1-minute load average (runnable processes), None where the OS does not report it."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 # The commit of the code this process imported: a long grid keeps running the code it started

@@ -36,7 +36,7 @@ from . import experiments as E
 from .codec import compact, decode
 from .config import PROFILES, make_config, resolve_device
 from .errors import ConfigError, choice_error
-from .provenance import REPO
+from .provenance import REPO, usable_cores
 from .report import STUDENT_ROWS, Run, load_runs, means, standard_pairs, summary, verdict_words
 from .runner import is_finished, load_result, lock_path, write_json
 
@@ -380,7 +380,7 @@ def _train_parallel(take: Callable[[], "tuple[dict, str] | None"], out_dir: Path
                     record: Callable[[str, str, str | None], None]) -> None:
     """`jobs` worker processes (fresh, each with cores // jobs torch threads); a new run is taken whenever a
     worker is free, until `take` has none left."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     with ProcessPoolExecutor(jobs, mp_context=E._worker_context(), initializer=E._worker_init,
                              initargs=(max(1, cores // jobs),)) as pool:
         running: dict = {}
@@ -947,14 +947,26 @@ def gamma_grid(runs: Sequence[Run], dataset: str, model: str, metric: str = "H@5
 TIMING_FIELDS = ("pretrain_s", "distill_s", "predict_s")
 
 
+def machine_state(timing: dict) -> str:
+    """How busy the machine was during a run, from its timing record: "idle" when the load average at both ends
+    stayed below the run's own threads + 0.5, "shared" otherwise, "not recorded" for runs made before the load
+    was recorded."""
+    load, threads = timing.get("load"), timing.get("threads")
+    if not load or threads is None or any(x is None for x in load):
+        return "not recorded"
+    return "idle" if max(load) < threads + 0.5 else "shared"
+
+
 def timing(runs: Sequence[Run]) -> pd.DataFrame:
     """Table 7: mean seconds of the pre-train, distillation and prediction phases per (dataset, model,
-    method) of the table runs, with the runs' hardware (provenance device_name)."""
+    method) of the table runs, the mean CPU seconds of the run (NaN where not recorded) and how busy the
+    machine was (`machine_state`: one word, or "mixed")."""
     from .report import is_table_config
 
     recs = [{"dataset": r.config["dataset"], "model": r.config["model"], "method": r.config["method"],
              "seed": r.config["seed"], "hardware": r.result.get("provenance", {}).get("device_name", "unknown"),
-             **{k: r.result["timing"].get(k) for k in TIMING_FIELDS}}
+             **{k: r.result["timing"].get(k) for k in TIMING_FIELDS},
+             "cpu_s": r.result["timing"].get("cpu_s", np.nan), "machine": machine_state(r.result["timing"])}
             for r in runs if is_table_config(r.config)]
     if not recs:
         raise ConfigError("no table runs to time: run `python -m ibd_lite reproduce --only table7` first")
@@ -962,9 +974,18 @@ def timing(runs: Sequence[Run]) -> pd.DataFrame:
     methods = list(dict.fromkeys(m for _, m, _ in E.TABLE_ROWS))
     df["method"] = pd.Categorical(df["method"], methods, ordered=True)
     g = df.groupby(["dataset", "model", "method"], observed=True)
-    out = g[list(TIMING_FIELDS)].mean()
+    out = g[[*TIMING_FIELDS, "cpu_s"]].mean()
+    out["machine"] = g["machine"].agg(lambda xs: xs.iloc[0] if xs.nunique() == 1 else "mixed")
     out["runs"] = g.size()
     return out
+
+
+def machine_counts(runs: Sequence[Run]) -> dict[str, int]:
+    """How many table runs were timed on an idle machine, a shared one, or before the load was recorded."""
+    from .report import is_table_config
+
+    states = [machine_state(r.result["timing"]) for r in runs if is_table_config(r.config)]
+    return {k: states.count(k) for k in ("idle", "shared", "not recorded")}
 
 
 def hardware(runs: Sequence[Run]) -> list[str]:

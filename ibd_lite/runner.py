@@ -23,7 +23,7 @@ from .data import load_split
 from .download import clean_stale_tmp
 from .errors import ConfigError, IBDError
 from .methods import Context, run_alone, run_bd, run_cd, run_rd, seed_everything
-from .provenance import REPO, code_fingerprint, provenance
+from .provenance import REPO, code_fingerprint, load_average, provenance, usable_cores
 from .sampling import UnobservedSampler
 
 # Bumped whenever the training protocol changes what a config's result means; older files are redone.
@@ -84,7 +84,7 @@ def lock_path(out: "str | Path") -> Path:
 
 def _execute(cfg: Config, out: Path | None, progress: bool, cache_dir: Path | None) -> dict:
     """Load the split, check the item-count limits, train, and write the result (strict JSON)."""
-    t0 = time.perf_counter()
+    t0, cpu0, load0 = time.perf_counter(), time.process_time(), load_average()
     split = load_split(cfg.dataset, cfg.data_dir, cfg.min_user_interactions, seed=cfg.seed)
     check_item_counts(cfg, split)
     device = torch.device(cfg.device)
@@ -101,6 +101,10 @@ def _execute(cfg: Config, out: Path | None, progress: bool, cache_dir: Path | No
     result = {"schema": RESULT_SCHEMA, "config": cfg.to_dict(), "dataset": split.summary(), **body,
               "provenance": provenance(device, cfg.model)}
     result["timing"]["total_s"] = time.perf_counter() - t0
+    # How busy the machine was: CPU seconds of this process (all its threads) next to the wall time, and the
+    # load average at both ends against the usable cores. Table 7 uses them to tell idle timings from shared.
+    result["timing"].update(cpu_s=time.process_time() - cpu0, threads=torch.get_num_threads(),
+                            cores=usable_cores(), load=[load0, load_average()])
     result = compact(result)              # measured floats at 6 significant digits: a store that fits in git
     check_finite_result(result)
     if out is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -251,6 +252,15 @@ def test_time_limit_on_the_command_line(killed_store, tmp_path, capsys, cache_di
         assert e.value.code == 2 and words in capsys.readouterr().err
 
 
+def test_machine_state_tells_idle_timings_from_shared_ones():
+    assert R.machine_state({"load": [0.3, 1.2], "threads": 1}) == "idle"        # the run's own thread only
+    assert R.machine_state({"load": [1.9, 2.1], "threads": 1}) == "shared"      # a second --jobs worker
+    assert R.machine_state({"load": [1.4, 0.2], "threads": 2}) == "idle"
+    assert R.machine_state({"load": [2.5, 1.0], "threads": 2}) == "shared"      # 2.5 >= 2 + 0.5
+    assert R.machine_state({"total_s": 3.0}) == "not recorded"                  # made before loads were kept
+    assert R.machine_state({"load": [None, None], "threads": 1}) == "not recorded"
+
+
 # ------------------------------------------------------------------------------------------ compact store
 
 def test_round_floats_keeps_six_significant_digits():
@@ -370,6 +380,11 @@ def test_render_only_trains_nothing_and_renders_finished_and_pending_pages(kille
     assert points > 0 and f"{points} plotted points equal the 2 result files" in lines["fig3"]
     assert "student side: sampled and corrected totals equal the 1 result files" in lines["fig4"]
     assert "6 lines equal the 6 result files" in lines["table7"]
+    states = re.search(r"Of these runs, \*\*(\d+)\*\* were timed on an otherwise idle machine, \*\*(\d+)\*\* "
+                       r"while other work shared it .* and \*\*(\d+)\*\* before",
+                       glued_md(pages["table7"])["timing_text"])
+    assert states and sum(map(int, states.groups())) == 6                   # every run is counted once
+    assert int(states.group(3)) == 0                                         # these runs recorded their load
     notes = {name: glued_md(nb)["status_note"] for name, nb in pages.items()}
     assert notes["table-citeulike-t-cdae"] == "All 6 planned runs of the citeulike-t / CDAE table are finished (1 seed)."
     assert notes["fig5"].startswith("**Not run yet.** None of the 1 planned runs of Figure 5 (foursquare-tky / "

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from ibd_lite import methods, runner
 from ibd_lite.config import make_config
 from ibd_lite.errors import ConfigError
+from ibd_lite.provenance import usable_cores
 from ibd_lite.runner import load_result, run, write_json
 
 SMALL = dict(profile="ci", model="cdae", method="student", device="cpu", pretrain_epochs=2, epochs=2,
@@ -38,7 +40,12 @@ def test_run_writes_result_json(tmp_path):
     assert stored["config"] == make_config(**SMALL).to_dict()
     assert stored["config"]["dataset"] == "synthetic"
     assert stored["dataset"]["users"] == 300
-    assert stored["timing"]["total_s"] > 0
+    t = stored["timing"]
+    assert t["total_s"] > 0
+    # CPU seconds and the machine's load are recorded, so that Table 7 tells idle timings from shared ones
+    assert 0 < t["cpu_s"] <= t["total_s"] * t["threads"] * 1.05 + 0.05
+    assert t["threads"] == torch.get_num_threads() and t["cores"] == usable_cores() >= 1
+    assert len(t["load"]) == 2 and all(x is None or x >= 0 for x in t["load"])
     assert {"commit", "torch", "python", "device", "time_utc"} <= set(stored["provenance"])
     assert stored["history"] and all("loss" in h for h in stored["history"])
     assert set(stored["models"]) == {"student"}
