@@ -178,30 +178,50 @@ def refresh(plan: Plan) -> None:
 class Estimator:
     """Seconds a run takes: the mean recorded total time of finished runs of the same (profile, dataset,
     model, method), else of the same (profile, method), else of the profile, else None; learns from runs
-    as they finish."""
+    as they finish.
+
+    Recorded times depend on how busy the machine was when they were made. Runs trained by this process
+    (`add(..., fresh=True)`) measure the machine as it is now: the median ratio of their times to the earlier
+    mean of their kind (last `SPEED_WINDOW` such runs) scales every estimate (`speed`), and their own times
+    are stored divided by it, on the scale of the recorded runs.
+    """
+
+    SPEED_WINDOW = 5
 
     def __init__(self, out_dir: Path):
         self.fine: dict[tuple, list[float]] = {}
         self.coarse: dict[tuple, list[float]] = {}
+        self.ratios: list[float] = []
         for path in sorted(out_dir.glob("*.json")) if out_dir.is_dir() else []:
             self.add(path)
 
-    def add(self, path: Path) -> None:
-        """Learn from one result file (ignored when it has no timing)."""
+    def add(self, path: Path, fresh: bool = False) -> None:
+        """Learn from one result file (ignored when it has no timing); `fresh`: it was just trained here."""
         r = load_result(path)
         try:
             c, s = r["config"], float(r["timing"]["total_s"])
         except (TypeError, KeyError, ValueError):
             return
-        self.fine.setdefault((c["profile"], c["dataset"], c["model"], c["method"]), []).append(s)
+        fine = (c["profile"], c["dataset"], c["model"], c["method"])
+        if fresh:
+            if self.fine.get(fine):
+                self.ratios.append(s / float(np.mean(self.fine[fine])))
+            s /= self.speed                         # kept on the scale of the recorded runs
+        self.fine.setdefault(fine, []).append(s)
         self.coarse.setdefault((c["profile"], c["method"]), []).append(s)
         self.coarse.setdefault((c["profile"],), []).append(s)
 
+    @property
+    def speed(self) -> float:
+        """Time of runs trained now relative to the recorded ones of their kind (1.0 until one is known)."""
+        return float(np.median(self.ratios[-self.SPEED_WINDOW:])) if self.ratios else 1.0
+
     def get(self, c: dict[str, Any]) -> float | None:
-        """Estimated seconds of config `c`."""
+        """Estimated seconds of config `c` (recorded mean × `speed`)."""
         f = self.fine.get((c["profile"], c["dataset"], c["model"], c["method"]))
         g = self.coarse.get((c["profile"], c["method"])) or self.coarse.get((c["profile"],))
-        return float(np.mean(f)) if f else float(np.mean(g)) if g else None
+        base = float(np.mean(f)) if f else float(np.mean(g)) if g else None
+        return None if base is None else base * self.speed
 
     def measured(self, c: dict[str, Any]) -> bool:
         """Whether get(c) comes from finished runs of the same dataset, model and method (else it is borrowed
@@ -347,7 +367,7 @@ def train(plan: Plan, jobs: int = 1, progress: bool = True,
             tqdm.write(f"FAILED {name}: see {log}", file=sys.stderr)
         else:
             (outcome.trained if status == "trained" else outcome.finished).append(name)
-            est.add(plan.out_dir / name)
+            est.add(plan.out_dir / name, fresh=status == "trained")
         fallback = float(np.mean(took)) * jobs if took else None
         bar.set_postfix_str(f"left ≈ {format_seconds(time_left(map(est.get, left.values()), jobs, fallback))}")
         bar.update()

@@ -205,6 +205,28 @@ def test_failed_run_is_logged_and_the_others_finish(killed_store, tmp_path, caps
     assert not Path(log).exists()
 
 
+def test_estimates_follow_the_speed_of_the_runs_trained_now(tmp_path):
+    def put(name: str, method: str, seconds: float, seed: int = 0) -> Path:
+        config = {"profile": "converged", "dataset": "d", "model": "cdae", "method": method, "seed": seed}
+        runner.write_json(tmp_path / name, {"config": config, "timing": {"total_s": seconds}})
+        return tmp_path / name
+
+    put("rd0.json", "rd", 3000.0)
+    put("bd0.json", "bd", 6000.0)
+    est = R.Estimator(tmp_path)
+    kind = lambda m, d="d": {"profile": "converged", "dataset": d, "model": "cdae", "method": m}  # noqa: E731
+    assert (est.get(kind("rd")), est.get(kind("bd")), est.speed) == (3000.0, 6000.0, 1.0)
+    est.add(put("bd1.json", "bd", 7000.0, seed=1))          # found on disk, not trained here: no speed change
+    assert est.speed == 1.0 and est.get(kind("bd")) == 6500.0
+    est.add(put("rd1.json", "rd", 1800.0, seed=1), fresh=True)   # trained now in 0.6x the recorded time
+    assert est.speed == 0.6
+    assert est.get(kind("rd")) == 1800.0 and est.get(kind("bd")) == 6500.0 * 0.6
+    est.add(put("cd-new.json", "cd", 600.0), fresh=True)   # a first run of its kind: stored at the recorded scale
+    assert est.speed == 0.6 and est.get(kind("cd")) == 600.0
+    assert est.get(kind("cd", d="other")) == 600.0          # borrowed from the same method elsewhere
+    assert est.measured(kind("cd")) and not est.measured(kind("cd", d="other"))
+
+
 def test_a_run_fits_a_time_limit_only_with_its_margin():
     assert R.TIME_MARGIN == 1.1
     assert R.fits(100.0, 110.5) and not R.fits(100.0, 109.5)       # 100 s * 1.1 = 110 s
