@@ -283,6 +283,18 @@ def test_machine_state_tells_idle_timings_from_shared_ones():
     assert R.machine_state({"load": [None, None], "threads": 1}) == "not recorded"
 
 
+def test_table7_means_cpu_time_over_the_runs_that_recorded_it(killed_store):
+    (path,) = killed_store[0].glob("*-bd-*.json")
+    new = report.Run(path, json.loads(path.read_text()))
+    old = report.Run(path, json.loads(path.read_text()))
+    old.result["config"]["seed"] = 1
+    for key in ("cpu_s", "load", "threads", "cores"):              # a run made before these were recorded
+        old.result["timing"].pop(key)
+    row = R.timing([new, old]).iloc[0]
+    assert row["cpu_s"] == new.result["timing"]["cpu_s"] and row["runs"] == 2
+    assert row["machine"] == "mixed" and R.machine_counts([new, old])["not recorded"] == 1
+
+
 # ------------------------------------------------------------------------------------------ compact store
 
 def test_round_floats_keeps_six_significant_digits():
