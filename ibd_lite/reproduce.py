@@ -390,9 +390,10 @@ def train(plan: Plan, jobs: int = 1, progress: bool = True,
             record(*train_one(cn[0], str(plan.out_dir), cn[1]))
     else:
         _train_parallel(take, plan.out_dir, jobs, record)
-    outcome.deferred = [n for _, n in queue]
     bar.close()
     refresh(plan)
+    still = {n for _, n in plan.pending}            # a run another process finished meanwhile is not left over
+    outcome.deferred = [n for _, n in queue if n in still]
     return outcome
 
 

@@ -254,6 +254,22 @@ def test_time_limit_starts_only_runs_that_fit_and_leaves_the_rest(killed_store, 
         R.train(R.make_plan(out_dir=out, **ONE_TABLE), time_limit=0)
 
 
+def test_a_deferred_run_that_another_process_finished_is_not_left_over(killed_store, tmp_path, cache_dir,
+                                                                        monkeypatch):
+    out = tmp_path / "res"
+    shutil.copytree(killed_store[0], out)
+    rd, cd = (next(out.glob(f"*-{m}-*.json")) for m in ("rd", "cd"))
+    saved = rd.read_bytes()
+    rd.unlink()
+    cd.unlink()
+    seconds = {"rd": 10_000.0, "cd": 1.0}                           # RD does not fit, CD does
+    monkeypatch.setattr(R.Estimator, "get", lambda self, c: seconds.get(c["method"], 1.0))
+    # while CD trains here, another process (a cluster job, a second reproduce) finishes RD
+    outcome = R.train(R.make_plan(out_dir=out, **ONE_TABLE), progress=False, time_limit=600,
+                      on_done=lambda name, status: rd.write_bytes(saved))
+    assert outcome.trained == [cd.name] and outcome.deferred == []
+
+
 def test_time_limit_on_the_command_line(killed_store, tmp_path, capsys, cache_dir, monkeypatch):
     out = tmp_path / "res"
     shutil.copytree(killed_store[0], out)
