@@ -325,13 +325,13 @@ def train_one(c: dict[str, Any], out_dir: str, name: str) -> tuple[str, str, str
         return name, "failed", str(log)
 
 
+TIME_MARGIN = 1.1                                   # a run starts when estimate x 1.1 fits in the time left
+
+
 def fits(estimate: float | None, seconds_left: float | None) -> bool:
     """Whether a run estimated at `estimate` seconds should start with `seconds_left` of a time limit: it must
     fit with a 10% margin (estimates are means over finished runs); no limit or no estimate -> it starts."""
     return seconds_left is None or estimate is None or estimate * TIME_MARGIN <= seconds_left
-
-
-TIME_MARGIN = 1.1
 
 
 def train(plan: Plan, jobs: int = 1, progress: bool = True,
