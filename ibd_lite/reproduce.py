@@ -982,13 +982,7 @@ def timing(runs: Sequence[Run]) -> pd.DataFrame:
     """Table 7: mean seconds of the pre-train, distillation and prediction phases per (dataset, model,
     method) of the table runs, the mean CPU seconds of the run (NaN where not recorded) and how busy the
     machine was (`machine_state`: one word, or "mixed")."""
-    from .report import is_table_config
-
-    recs = [{"dataset": r.config["dataset"], "model": r.config["model"], "method": r.config["method"],
-             "seed": r.config["seed"], "hardware": r.result.get("provenance", {}).get("device_name", "unknown"),
-             **{k: r.result["timing"].get(k) for k in TIMING_FIELDS},
-             "cpu_s": r.result["timing"].get("cpu_s", np.nan), "machine": machine_state(r.result["timing"])}
-            for r in runs if is_table_config(r.config)]
+    recs = _timing_records(runs)
     if not recs:
         raise ConfigError("no table runs to time: run `python -m ibd_lite reproduce --only table7` first")
     df = pd.DataFrame(recs)
@@ -1003,10 +997,19 @@ def timing(runs: Sequence[Run]) -> pd.DataFrame:
 
 def machine_counts(runs: Sequence[Run]) -> dict[str, int]:
     """How many table runs were timed on an idle machine, a shared one, or before the load was recorded."""
+    states = [rec["machine"] for rec in _timing_records(runs)]
+    return {k: states.count(k) for k in ("idle", "shared", "not recorded")}
+
+
+def _timing_records(runs: Sequence[Run]) -> list[dict]:
+    """One record per table run: its keys, hardware, phase times, CPU seconds and `machine_state`."""
     from .report import is_table_config
 
-    states = [machine_state(r.result["timing"]) for r in runs if is_table_config(r.config)]
-    return {k: states.count(k) for k in ("idle", "shared", "not recorded")}
+    return [{"dataset": r.config["dataset"], "model": r.config["model"], "method": r.config["method"],
+             "seed": r.config["seed"], "hardware": r.result.get("provenance", {}).get("device_name", "unknown"),
+             **{k: r.result["timing"].get(k) for k in TIMING_FIELDS},
+             "cpu_s": r.result["timing"].get("cpu_s", np.nan), "machine": machine_state(r.result["timing"])}
+            for r in runs if is_table_config(r.config)]
 
 
 def hardware(runs: Sequence[Run]) -> list[str]:
