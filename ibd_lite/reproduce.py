@@ -1013,5 +1013,7 @@ def _timing_records(runs: Sequence[Run]) -> list[dict]:
 
 
 def hardware(runs: Sequence[Run]) -> list[str]:
-    """The distinct device names the runs were made on."""
-    return sorted({r.result.get("provenance", {}).get("device_name", "unknown") for r in runs})
+    """The distinct device names the runs were made on (runs made before the singular was fixed said
+    "(1 threads)")."""
+    return sorted({r.result.get("provenance", {}).get("device_name", "unknown").replace("(1 threads)", "(1 thread)")
+                   for r in runs})

@@ -311,6 +311,19 @@ def test_table7_means_cpu_time_over_the_runs_that_recorded_it(killed_store):
     assert row["machine"] == "mixed" and R.machine_counts([new, old])["not recorded"] == 1
 
 
+def test_hardware_names_one_thread_in_the_singular(killed_store, monkeypatch):
+    from ibd_lite import provenance
+
+    monkeypatch.setattr(provenance.torch, "get_num_threads", lambda: 1)
+    assert provenance.device_name("cpu").endswith("(1 thread)")
+    monkeypatch.setattr(provenance.torch, "get_num_threads", lambda: 2)
+    assert provenance.device_name("cpu").endswith("(2 threads)")
+    (path,) = killed_store[0].glob("*-bd-*.json")
+    old, new = (report.Run(path, json.loads(path.read_text())) for _ in range(2))
+    old.result["provenance"]["device_name"] = "AMD EPYC (1 threads)"      # as runs before the fix recorded it
+    new.result["provenance"]["device_name"] = "AMD EPYC (1 thread)"
+    assert R.hardware([old, new]) == ["AMD EPYC (1 thread)"]
+
 # ------------------------------------------------------------------------------------------ compact store
 
 def test_round_floats_keeps_six_significant_digits():
