@@ -246,6 +246,16 @@ def test_rendered_pages_hide_parameters_read_the_repository_folder_and_say_what_
         assert notes[0].startswith(("All ", "**Cannot be shown yet.**")), notes[0]
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "book" / "reproduce").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_template_code_fits_the_column(path):
+    """Every code line a reader of a rendered page can see or unfold (not the removed cells, nor the
+    parameters cell, removed when rendered) fits the book's column, as in the chapters."""
+    hidden = {"parameters", "remove-cell", "remove-input"}
+    for c in _nb(path)["cells"]:
+        if c["cell_type"] == "code" and not hidden & set(c["metadata"].get("tags", [])):
+            for line in "".join(c["source"]).splitlines():
+                assert len(line) <= 100, line
+
 def test_page_titles_are_distinct():
     titles = ["".join(_nb(p)["cells"][0]["source"]).splitlines()[0] for p in PAGES]
     assert len(set(titles)) == len(titles) == 11
