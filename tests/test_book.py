@@ -81,6 +81,15 @@ def test_every_place_names_the_repository_of_book_py():
     assert book.stale_repository_urls(ROOT) == []
 
 
+
+def test_landing_page_and_readme_list_every_chapter_with_a_colab_link():
+    index, readme = (ROOT / "book" / "index.md").read_text(), (ROOT / "README.md").read_text()
+    for nb in sorted((ROOT / "book" / "chapters").glob("[0-9]*.ipynb")):
+        colab = f"{book.REPO_URL.replace('https://github.com', 'https://colab.research.google.com/github')}" \
+                f"/blob/main/book/chapters/{nb.name}"
+        assert f"| {{doc}}`chapters/{nb.stem}` |" in index, f"book/index.md: no table row for {nb.stem}"
+        assert colab in index and colab in readme, f"no Colab link to {nb.name}"
+
 def test_sync_rewrites_a_stale_address(tmp_path):
     for rel in ("README.md", "_config.yml", "book/index.md", "book/chapters/01_data.ipynb"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
