@@ -1006,14 +1006,17 @@ def _timing_records(runs: Sequence[Run]) -> list[dict]:
     from .report import is_table_config
 
     return [{"dataset": r.config["dataset"], "model": r.config["model"], "method": r.config["method"],
-             "seed": r.config["seed"], "hardware": r.result.get("provenance", {}).get("device_name", "unknown"),
+             "seed": r.config["seed"], "hardware": _device_name(r),
              **{k: r.result["timing"].get(k) for k in TIMING_FIELDS},
              "cpu_s": r.result["timing"].get("cpu_s", np.nan), "machine": machine_state(r.result["timing"])}
             for r in runs if is_table_config(r.config)]
 
 
 def hardware(runs: Sequence[Run]) -> list[str]:
-    """The distinct device names the runs were made on (runs made before the singular was fixed said
-    "(1 threads)")."""
-    return sorted({r.result.get("provenance", {}).get("device_name", "unknown").replace("(1 threads)", "(1 thread)")
-                   for r in runs})
+    """The distinct device names the runs were made on."""
+    return sorted({_device_name(r) for r in runs})
+
+
+def _device_name(r: Run) -> str:
+    """A run's recorded device name (runs made before the singular was fixed said "(1 threads)")."""
+    return r.result.get("provenance", {}).get("device_name", "unknown").replace("(1 threads)", "(1 thread)")
