@@ -64,6 +64,30 @@ def test_neumf_score_all_tiles_agree_with_pair_logits(synthetic_split, monkeypat
     torch.testing.assert_close(tiled, ref, rtol=1e-5, atol=1e-5)
 
 
+def test_neumf_score_all_is_bit_identical_for_any_thread_count(synthetic_split):
+    """With k CPU threads, score_all splits the users over k Python threads of single-threaded ops: every
+    user's scores are then exactly those of a one-thread run, and the thread count is restored after."""
+    torch.manual_seed(0)
+    model = NeuMF(synthetic_split.n_users, synthetic_split.n_items, 8)
+    spread_weights(model, 5)
+    model.eval()
+    users = torch.arange(37)
+    threads = torch.get_num_threads()
+    try:
+        with torch.no_grad():
+            torch.set_num_threads(1)
+            one = model.score_all(users)
+            torch.set_num_threads(3)
+            three = model.score_all(users)
+            assert torch.get_num_threads() == 3
+            alone = model.score_all(users[20:21])                   # a batch of one user takes no threads
+    finally:
+        torch.set_num_threads(threads)
+    assert one.std() > 0.1
+    assert torch.equal(one, three)
+    torch.testing.assert_close(alone[0], one[20], rtol=1e-6, atol=1e-6)   # gemv vs gemm: a few ulps
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_student_is_smaller_than_teacher(name, synthetic_split):
     teacher = build_model(name, synthetic_split, TEACHER_DIM)

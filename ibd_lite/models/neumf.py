@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .base import Recommender, rows
 
-# NeuMF.score_all's tiles of [users, items, dim] hidden activations, in floats: on the CPU about 4 MB
-# (in cache, so the tower's matmul reads cache rather than memory, with few enough ops that per-op
-# overhead stays small); on a GPU up to 1 GB. Tiles span all items unless _NEUMF_ITEM_TILE says otherwise.
-_NEUMF_ITEM_TILE: dict[str, int] = {}
-_NEUMF_CHUNK_FLOATS = {"cpu": 1 << 20, "cuda": 1 << 28}
+# NeuMF.score_all's tiles of [users, dim, items] hidden activations, in floats: on the CPU about 1 MB (a
+# core's cache, so the tower's matmul reads cache rather than memory); on a GPU up to 1 GB. A tile spans
+# _NEUMF_ITEM_TILE items (all items when the device is not listed) and as many users as fit.
+_NEUMF_ITEM_TILE: dict[str, int] = {"cpu": 4096}
+_NEUMF_CHUNK_FLOATS = {"cpu": 1 << 18, "cuda": 1 << 28}
+
+
+@contextmanager
+def _one_thread_per_op() -> Iterator[int]:
+    """Let the block's torch ops run single-threaded (yielding how many threads there were), so that
+    that many Python threads can each run ops on their own core without the ops' own threads contending."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(threads)
 
 
 class NeuMF(Recommender):
@@ -38,31 +54,49 @@ class NeuMF(Recommender):
         return self.out(torch.cat([gmf, h], -1)).squeeze(-1)
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
-        # fc1 on [p'_u; q'_i] splits into a user part and an item part, so the first layer is
-        # computed once per user and once per item instead of once per pair. The MLP tower then runs
-        # on tiles of (users × items) whose hidden activations fit in a core's cache, in buffers
-        # allocated once per call.
+        # fc1 on [p'_u; q'_i] splits into a user part a_u and an item part b_i, computed once per user
+        # and once per item instead of once per pair. The rest of the tower, w3 · relu(W2 relu(a_u + b_i)
+        # + b2), runs on tiles laid out [users, dim, items] (long, contiguous item rows for the matmul) in
+        # buffers allocated once. On a CPU with k threads, k Python threads each take a share of the users
+        # and run single-threaded ops: small ops parallelise badly inside torch, and a user's scores are
+        # then the same whatever k is.
         d, w_out = self.dim, self.out.weight[0]
         w1u, w1i = self.fc1.weight[:, :d], self.fc1.weight[:, d:]
-        a = self.pm(users) @ w1u.T + self.fc1.bias                   # [b, d]
-        b_items = self.qm.weight @ w1i.T                             # [n_items, d]
+        a = (self.pm(users) @ w1u.T + self.fc1.bias).unsqueeze(-1)    # [b, d, 1]
+        b_t = (self.qm.weight @ w1i.T).T.contiguous()                # [d, n_items]
         out = (self.p(users) * w_out[:d]) @ self.q.weight.T          # [b, n_items]: the GMF part
+        weights = (self.fc2.weight.contiguous(), self.fc2.bias.unsqueeze(-1), w_out[None, d:].contiguous())
         dev = users.device.type
-        n = self.n_items
+        if dev != "cpu" or torch.get_num_threads() == 1 or len(users) == 1:
+            self._tower(a, b_t, weights, out)
+        else:
+            with _one_thread_per_op() as k, ThreadPoolExecutor(k) as pool:
+                bounds = torch.linspace(0, len(users), k + 1).round().long().tolist()
+                jobs = [pool.submit(self._tower, a[s:e], b_t, weights, out[s:e])
+                        for s, e in zip(bounds[:-1], bounds[1:]) if e > s]
+                for job in jobs:
+                    job.result()
+        return out.add_(self.out.bias)
+
+    @staticmethod
+    @torch.no_grad()   # grad mode is per thread, and the tower runs in worker threads too
+    def _tower(a: torch.Tensor, b_t: torch.Tensor, weights: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        """Add the MLP tower's logits for users' first-layer parts a [b, d, 1] and the items' b_t [d, n]
+        to out [b, n] in place, tile by tile."""
+        w2, b2, w3 = weights                                          # [d/2, d], [d/2, 1], [1, d/2]
+        d, n = b_t.shape
+        dev = b_t.device.type
         tile = min(n, _NEUMF_ITEM_TILE.get(dev, n))
         chunk = max(1, _NEUMF_CHUNK_FLOATS.get(dev, _NEUMF_CHUNK_FLOATS["cpu"]) // (tile * d))
-        chunk = min(chunk, len(users))
-        half = self.fc2.out_features
-        h1 = out.new_empty((chunk, tile, d))
-        h2 = out.new_empty((chunk * tile, half))
-        tower = out.new_empty(chunk * tile)
-        w2t, b2, w3 = self.fc2.weight.T.contiguous(), self.fc2.bias, w_out[d:].contiguous()
-        for s in range(0, len(users), chunk):
-            c = min(chunk, len(users) - s)
+        chunk = min(chunk, len(a))
+        h1 = out.new_empty((chunk, d, tile))
+        h2 = out.new_empty((chunk, len(w2), tile))
+        tower = out.new_empty((chunk, 1, tile))
+        for s in range(0, len(a), chunk):
+            c = min(chunk, len(a) - s)
             for i in range(0, n, tile):
                 t = min(tile, n - i)
-                x1, x2, y = h1[:c, :t], h2[:c * t], tower[:c * t]
-                torch.add(a[s:s + c, None, :], b_items[None, i:i + t], out=x1).relu_()    # [c, t, d]
-                torch.mm(x1.reshape(c * t, d), w2t, out=x2).add_(b2).relu_()              # [c·t, d/2]
-                out[s:s + c, i:i + t] += torch.mv(x2, w3, out=y).view(c, t)
-        return out.add_(self.out.bias)
+                x1, x2, y = h1[:c, :, :t], h2[:c, :, :t], tower[:c, :, :t]
+                torch.add(a[s:s + c], b_t[:, i:i + t], out=x1).relu_()    # [c, d, t]
+                torch.matmul(w2, x1, out=x2).add_(b2).relu_()              # [c, d/2, t]
+                out[s:s + c, i:i + t] += torch.matmul(w3, x2, out=y)[:, 0]
