@@ -247,6 +247,18 @@ def time_left(estimates: Iterable[float | None], jobs: int = 1, fallback: float 
     return sum(xs) / max(1, jobs)
 
 
+def time_spent(paths: Iterable[Path]) -> dict[str, tuple[float, int]]:
+    """{"total_s": (wall seconds, runs), "cpu_s": (CPU seconds, runs)} summed over the finished result files
+    that recorded each (runs made before CPU time was recorded have only the wall time)."""
+    sums = {"total_s": (0.0, 0), "cpu_s": (0.0, 0)}
+    for path in paths:
+        t = (load_result(path) or {}).get("timing", {})
+        for k, (x, n) in sums.items():
+            if k in t:
+                sums[k] = (x + float(t[k]), n + 1)
+    return sums
+
+
 def describe(plan: Plan, jobs: int = 1) -> str:
     """What --dry-run prints: targets, run counts, the pending runs and the estimated time."""
     estimator = Estimator(plan.out_dir)
@@ -256,6 +268,11 @@ def describe(plan: Plan, jobs: int = 1) -> str:
     lines = [f"profile {plan.profile}, device {plan.device}, results in {plan.out_dir}",
              f"targets: {', '.join(t.name for t in plan.targets)}",
              f"runs: {len(plan.configs)} in all, {len(plan.done)} finished, {len(plan.pending)} to train"]
+    spent = time_spent(set(plan.done.values()))
+    (wall, n_wall), (cpu, n_cpu) = spent["total_s"], spent["cpu_s"]
+    if n_wall:
+        lines.append(f"the finished runs took {format_seconds(wall)} of wall time summed over runs ({n_wall} of "
+                     f"{len(plan.done)} recorded it), and {format_seconds(cpu)} of CPU time ({n_cpu} recorded it)")
     if plan.pending:
         left = time_left(est, jobs)
         note = ("" if left is not None else f" ({len(known)} of {len(est)} runs have a finished run of "
