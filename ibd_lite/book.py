@@ -214,8 +214,8 @@ def seeds_note(used: Sequence[int], asked: Sequence[int], what: str = "compariso
     why = (f"seed{'s' * (len(missing) > 1)} {', '.join(map(str, missing))} {'have' if len(missing) > 1 else 'has'} "
            "not finished training yet" if missing else f"the book's verdicts need at least {needed}")
     return (f"**Provisional:** this {what} rests on {len(used)} of the {len(asked)} seeds asked for "
-            f"({seeds}; {why}), too few to show how much the results vary from seed to seed: read its "
-            "verdicts as a first look, not a finding.")
+            f"({seeds}; {why}). The protocol (SPEC §8) wants {needed} before a verdict counts: read these "
+            "as a first look, not a finding.")
 
 
 def glue_key(*parts: Any) -> str:

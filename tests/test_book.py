@@ -171,6 +171,9 @@ def test_seeds_note_is_provisional_until_enough_seeds_finished():
     assert part.startswith("**Provisional:** this comparison rests on 2 of the 5 seeds asked for (0, 3; "
                            "seeds 1, 2, 4 have not finished training yet)")
     assert "seed 1 has not finished" in book.seeds_note([0], [0, 1])
+    assert book.seeds_note([0, 1, 2, 3], range(5)).endswith(
+        "(0, 1, 2, 3; seed 4 has not finished training yet). The protocol (SPEC §8) wants 5 before a verdict "
+        "counts: read these as a first look, not a finding.")
     assert "need at least 5" in book.seeds_note([0, 1], [0, 1])           # all finished, but too few
     assert book.seeds_note([], [0, 1, 2], "ablation").startswith("**Not run yet:** no seed of this ablation")
     assert book.seeds_note([0, 1, 2], [0, 1, 2], "ablation", needed=3) == "This ablation rests on 3 seeds (0, 1, 2)."
