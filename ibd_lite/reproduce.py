@@ -192,12 +192,15 @@ class Estimator:
         self.fine: dict[tuple, list[float]] = {}
         self.coarse: dict[tuple, list[float]] = {}
         self.ratios: list[float] = []
+        self.timings: dict[str, dict] = {}          # file name -> its timing record, as read
         for path in sorted(out_dir.glob("*.json")) if out_dir.is_dir() else []:
             self.add(path)
 
     def add(self, path: Path, fresh: bool = False) -> None:
         """Learn from one result file (ignored when it has no timing); `fresh`: it was just trained here."""
         r = load_result(path)
+        if isinstance(r, dict) and isinstance(r.get("timing"), dict):
+            self.timings[Path(path).name] = r["timing"]
         try:
             c, s = r["config"], float(r["timing"]["total_s"])
         except (TypeError, KeyError, ValueError):
@@ -247,12 +250,12 @@ def time_left(estimates: Iterable[float | None], jobs: int = 1, fallback: float 
     return sum(xs) / max(1, jobs)
 
 
-def time_spent(paths: Iterable[Path]) -> dict[str, tuple[float, int]]:
-    """{"total_s": (wall seconds, runs), "cpu_s": (CPU seconds, runs)} summed over the finished result files
-    that recorded each (runs made before CPU time was recorded have only the wall time)."""
+def time_spent(timings: Iterable[dict]) -> dict[str, tuple[float, int]]:
+    """{"total_s": (wall seconds, runs), "cpu_s": (CPU seconds, runs)} summed over finished runs' timing
+    records, each over the runs that recorded it (runs made before CPU time was recorded have only the wall
+    time)."""
     sums = {"total_s": (0.0, 0), "cpu_s": (0.0, 0)}
-    for path in paths:
-        t = (load_result(path) or {}).get("timing", {})
+    for t in timings:
         for k, (x, n) in sums.items():
             if k in t:
                 sums[k] = (x + float(t[k]), n + 1)
@@ -268,7 +271,7 @@ def describe(plan: Plan, jobs: int = 1) -> str:
     lines = [f"profile {plan.profile}, device {plan.device}, results in {plan.out_dir}",
              f"targets: {', '.join(t.name for t in plan.targets)}",
              f"runs: {len(plan.configs)} in all, {len(plan.done)} finished, {len(plan.pending)} to train"]
-    spent = time_spent(set(plan.done.values()))
+    spent = time_spent(estimator.timings.get(p.name, {}) for p in set(plan.done.values()))
     (wall, n_wall), (cpu, n_cpu) = spent["total_s"], spent["cpu_s"]
     if n_wall:
         lines.append(f"the finished runs took {format_seconds(wall)} of wall time summed over runs ({n_wall} of "

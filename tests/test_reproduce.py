@@ -154,9 +154,9 @@ def test_dry_run_after_the_grid_and_a_deleted_file_retrains_only_that(killed_sto
     assert main([*argv, "--dry-run"]) == 0
     text = capsys.readouterr().out
     assert "6 in all, 6 finished, 0 to train" in text
-    spent = R.time_spent(out.glob("*.json"))                      # the runs' own timing records, summed
-    (wall, n_wall), (cpu, n_cpu) = spent["total_s"], spent["cpu_s"]
     times = [json.loads(p.read_text())["timing"] for p in out.glob("*.json")]
+    spent = R.time_spent(times)                                   # the runs' own timing records, summed
+    (wall, n_wall), (cpu, n_cpu) = spent["total_s"], spent["cpu_s"]
     assert n_wall == n_cpu == 6 and cpu == pytest.approx(sum(t["cpu_s"] for t in times)) and 0 < cpu
     assert wall == pytest.approx(sum(t["total_s"] for t in times))
     assert (f"the finished runs took {R.format_seconds(wall)} of wall time summed over runs (6 of 6 recorded it), "
