@@ -220,11 +220,19 @@ class Estimator:
         return float(np.median(self.ratios[-self.SPEED_WINDOW:])) if self.ratios else 1.0
 
     def get(self, c: dict[str, Any]) -> float | None:
-        """Estimated seconds of config `c` (recorded mean × `speed`)."""
+        """Estimated seconds of config `c` (recorded mean × `speed`; a borrowed mean × `cell_scale`)."""
         f = self.fine.get((c["profile"], c["dataset"], c["model"], c["method"]))
         g = self.coarse.get((c["profile"], c["method"])) or self.coarse.get((c["profile"],))
-        base = float(np.mean(f)) if f else float(np.mean(g)) if g else None
+        base = float(np.mean(f)) if f else float(np.mean(g)) * self.cell_scale(c) if g else None
         return None if base is None else base * self.speed
+
+    def cell_scale(self, c: dict[str, Any]) -> float:
+        """How long runs of c's (profile, dataset, model) took relative to the same methods' runs everywhere
+        (mean ratio over the methods it has finished; 1.0 when it has none): a Foursquare-NYC CDAE teacher
+        taking a sixth of the time of the teachers overall makes its borrowed RD estimate a sixth too."""
+        cell = (c["profile"], c["dataset"], c["model"])
+        ratios = [np.mean(v) / np.mean(self.coarse[(k[0], k[3])]) for k, v in self.fine.items() if k[:3] == cell]
+        return float(np.mean(ratios)) if ratios else 1.0
 
     def measured(self, c: dict[str, Any]) -> bool:
         """Whether get(c) comes from finished runs of the same dataset, model and method (else it is borrowed

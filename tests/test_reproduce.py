@@ -233,6 +233,13 @@ def test_estimates_follow_the_speed_of_the_runs_trained_now(tmp_path):
     assert est.speed == 0.6 and est.get(kind("cd")) == 600.0
     assert est.get(kind("cd", d="other")) == 600.0          # borrowed from the same method elsewhere
     assert est.measured(kind("cd")) and not est.measured(kind("cd", d="other"))
+    # a cell with finished runs of other methods scales what it borrows by how fast those were
+    runner.write_json(tmp_path / "small-cd.json", {"config": {**kind("cd", d="small"), "seed": 0},
+                                                   "timing": {"total_s": 200.0}})
+    small = R.Estimator(tmp_path)
+    assert small.cell_scale(kind("bd", d="small")) == pytest.approx(200.0 / ((600.0 + 200.0) / 2))
+    assert small.get(kind("bd", d="small")) == pytest.approx(6500.0 * 0.5)
+    assert small.get(kind("bd")) == 6500.0 and small.cell_scale(kind("bd", d="other")) == 1.0
 
 
 def test_a_run_fits_a_time_limit_only_with_its_margin():
