@@ -20,6 +20,7 @@ import math
 import os
 import shlex
 import sys
+import textwrap
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -908,7 +909,8 @@ def results_provenance(runs: Sequence[Run], results_dir: "str | Path") -> str:
         return f"results: no finished run in {where}"
     note = mix_note(commits, prints)
     return (f"results: {len(runs)} finished run{'s' * (len(runs) != 1)} in {where}\n"
-            f"  commit(s) {' '.join(commits)}\n  code fingerprint(s) {' '.join(prints)}"
+            + textwrap.fill(' '.join(commits), 96, initial_indent="  commit(s) ", subsequent_indent="    ")
+            + f"\n  code fingerprint(s) {' '.join(prints)}"
             + (f" ({note})" if note else ""))
 
 
