@@ -166,11 +166,20 @@ def standard_pairs(rows: dict[str, list]) -> list[tuple[str, str]]:
     """The comparisons the book discusses: BD vs alone, iBD vs BD, RD/CD vs Student, iBD-S vs best student."""
     pairs = [("Teacher", "BD-Teacher"), ("Student", "BD-Student"), ("BD-Teacher", "iBD-Teacher"),
              ("BD-Student", "iBD-Student"), ("Student", "RD"), ("Student", "CD")]
-    students = [s for s in STUDENT_ROWS if s in rows]
-    if "iBD-Student" in rows and students:
-        m = means(rows)
-        pairs.append((max(students, key=lambda s: m.loc[s, "H@50"]), "iBD-Student"))
+    best = best_student(rows)
+    if best is not None:
+        pairs.append((best, "iBD-Student"))
     return [(a, b) for a, b in pairs if a in rows and b in rows]
+
+
+def best_student(rows: dict[str, list]) -> str | None:
+    """The student row other than iBD's with the highest mean H@50 (None without iBD-Student or another
+    student): the one iBD-Student is compared with."""
+    students = [s for s in STUDENT_ROWS if s in rows]
+    if "iBD-Student" not in rows or not students:
+        return None
+    m = means(rows)
+    return max(students, key=lambda s: m.loc[s, "H@50"])
 
 
 def comparisons(rows: dict[str, list], metrics: Sequence[str] = ("H@50", "N@50"),

@@ -38,7 +38,7 @@ from .codec import compact, decode
 from .config import PROFILES, make_config, resolve_device
 from .errors import ConfigError, choice_error
 from .provenance import REPO, usable_cores
-from .report import STUDENT_ROWS, Run, load_runs, means, standard_pairs, summary, verdict_words
+from .report import Run, best_student, load_runs, means, summary, verdict_words
 from .runner import is_finished, load_result, lock_path, write_json
 
 NOTEBOOKS = REPO / "book" / "reproduce"
@@ -851,11 +851,12 @@ def spec_pairs(rows: dict[str, list]) -> list[tuple[str, str]]:
     """SPEC §8's comparisons of the reproduction: iBD vs BD (both sides), iBD-S vs the best other student."""
     pairs = [(a, b) for a, b in (("BD-Teacher", "iBD-Teacher"), ("BD-Student", "iBD-Student"))
              if a in rows and b in rows]
-    best = [p for p in standard_pairs(rows) if p[1] == "iBD-Student" and p[0] in STUDENT_ROWS]
-    return pairs + [p for p in best[-1:] if p not in pairs]
+    best = best_student(rows)
+    return pairs + ([(best, "iBD-Student")] if best is not None and (best, "iBD-Student") not in pairs else [])
 
 
 short_verdict = verdict_words             # the name the table template uses
+SHORT_ROW = {"BD-Student": "BD-S", "BD-Teacher": "BD-T"}   # short row names for narrow table cells
 
 
 def say(b: str, a: str, words: str) -> str:
@@ -870,7 +871,8 @@ def tables_overview(runs: Sequence[Run], profile: str, seeds: int | None = None,
                     n_boot: int = 10_000) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Chapter 6's overview of Tables 1-6: per (dataset, model), seeds and runs done of planned, and for a
     complete table the paired H@50 comparisons iBD-S vs BD-S, iBD-T vs BD-T and iBD-S vs the best other
-    student ('pending' otherwise). -> (display table, one line per comparison of the complete tables)."""
+    student ('pending' otherwise; its cell names that student, which may be BD-Student, the same test as the
+    first column). -> (display table, one line per comparison of the complete tables)."""
     from .report import comparisons, table_rows
 
     shown, tests = [], []
@@ -885,14 +887,16 @@ def tables_overview(runs: Sequence[Run], profile: str, seeds: int | None = None,
             if st.complete:
                 rows = table_rows(mine, data_name(d, profile), m)
                 comp = comparisons(rows, metrics=("H@50",), pairs=spec_pairs(rows), n_boot=n_boot)
+                cols["iBD-S vs best student"] = (best_student(rows), "iBD-Student")
                 for _, c in comp.iterrows():
                     b, a = c["B vs A"].split(" vs ")
-                    col = next((k for k, v in cols.items() if v == (a, b)), "iBD-S vs best student")
                     words = verdict_words(c["verdict"])
-                    rec[col] = f"{c['change %']:+.1f} % ({'n.d.' if words.startswith('not') else words})"
-                    tests.append({"dataset": d, "model": m, "comparison": col, "A": a, "B": b, "mean A": c["A"],
-                                  "B − A": c["B − A"], "lo": c["lo"], "hi": c["hi"],
-                                  "change %": float(c["change %"]), "verdict": words, "seeds": int(c["seeds"])})
+                    said = f"{c['change %']:+.1f} % ({'n.d.' if words.startswith('not') else words}"
+                    for col in (k for k, v in cols.items() if v == (a, b)):
+                        rec[col] = said + (f", {SHORT_ROW.get(a, a)})" if col == "iBD-S vs best student" else ")")
+                        tests.append({"dataset": d, "model": m, "comparison": col, "A": a, "B": b,
+                                      "mean A": c["A"], "B − A": c["B − A"], "lo": c["lo"], "hi": c["hi"],
+                                      "change %": float(c["change %"]), "verdict": words, "seeds": int(c["seeds"])})
             shown.append(rec)
     cols = ["dataset", "model", "comparison", "A", "B", "mean A", "B − A", "lo", "hi", "change %", "verdict", "seeds"]
     return pd.DataFrame(shown), pd.DataFrame(tests, columns=cols)

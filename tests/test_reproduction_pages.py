@@ -147,6 +147,29 @@ def test_tables_overview_on_a_hand_made_complete_table():
     assert row["B − A"] == 0.5 and row["mean A"] == 0.25 and row["lo"] > 0 and row["verdict"] == "ahead"
     assert list(shown.loc[shown.model == "neumf", "state"]) == ["pending"] * 3
     assert (shown.loc[shown.model == "neumf", "iBD-S vs BD-S"] == "pending").all()
+    # every stored test mean is 0.1 here, so the students tie and the first, Student, is the best other one:
+    # the paired test itself uses the ranks (Student hits 20 of 40, iBD-Student 30: +50 %)
+    assert first["iBD-S vs best student"] == "+50.0 % (ahead, Student)"
+
+
+@pytest.mark.parametrize("best", ["cd", "bd"])
+def test_tables_overview_names_the_best_other_student(best):
+    # the best other student hits 30 of 40 users, iBD-Student 10 of them: -66.7 %; the others hit none.
+    # When that student is BD's, the third column repeats the first column's test.
+    top, ibd_s, none = np.array([0] * 30 + [500] * 10), np.array([0] * 10 + [500] * 30), np.array([500] * 40)
+    hi, lo = dict(ranks=top, value=0.75), dict(ranks=none, value=0.0)      # stored means follow the ranks
+    runs = [fake("teacher", 0, **hi), fake("student", 0, **lo), fake("rd", 0, **lo),
+            fake("cd", 0, **(hi if best == "cd" else lo)),
+            fake("bd", 0, ranks={"teacher": top, "student": top if best == "bd" else none},
+                 value=0.75 if best == "bd" else 0.0),
+            fake("ibd", 0, ranks={"teacher": top, "student": ibd_s}, value=0.25)]
+    shown, tests = R.tables_overview(runs, "ci", seeds=1, n_boot=400)
+    name = {"cd": "CD", "bd": "BD-S"}[best]
+    assert shown.iloc[0]["iBD-S vs best student"] == f"-66.7 % (behind, {name})"
+    row = tests[(tests.dataset == "citeulike-t") & (tests.comparison == "iBD-S vs best student")].iloc[0]
+    assert (row["A"], row["B − A"], row["verdict"]) == ({"cd": "CD", "bd": "BD-Student"}[best], -0.5, "behind")
+    if best == "bd":
+        assert shown.iloc[0]["iBD-S vs BD-S"] == "-66.7 % (behind)"
 
 
 def test_select_runs_keeps_current_code_and_says_what_it_left_out(tmp_path):
