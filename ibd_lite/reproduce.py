@@ -184,13 +184,16 @@ class Estimator:
     Recorded times depend on how busy the machine was when they were made. Runs trained by this process
     (`add(..., fresh=True)`) measure the machine as it is now: the median ratio of their times to the earlier
     mean of their kind (last `SPEED_WINDOW` such runs) scales every estimate (`speed`), and their own times
-    are stored divided by it, on the scale of the recorded runs.
+    are stored divided by it, on the scale of the recorded runs. The ratio compares the method's own part
+    (`distill_s`) where both sides recorded it: a run on a fresh machine also retrains the warm-up that the
+    recorded runs loaded from the cache, which says nothing about how fast the machine is.
     """
 
     SPEED_WINDOW = 5
 
     def __init__(self, out_dir: Path):
         self.fine: dict[tuple, list[float]] = {}
+        self.core: dict[tuple, list[float]] = {}    # the method's own part (`distill_s`), same scale
         self.coarse: dict[tuple, list[float]] = {}
         self.ratios: list[float] = []
         self.timings: dict[str, dict] = {}          # file name -> its timing record, as read
@@ -207,11 +210,18 @@ class Estimator:
         except (TypeError, KeyError, ValueError):
             return
         fine = (c["profile"], c["dataset"], c["model"], c["method"])
+        core = r["timing"].get("distill_s")
+        core = float(core) if isinstance(core, (int, float)) and core > 0 else None
         if fresh:
-            if self.fine.get(fine):
+            if core is not None and self.core.get(fine):
+                self.ratios.append(core / float(np.mean(self.core[fine])))
+            elif self.fine.get(fine):
                 self.ratios.append(s / float(np.mean(self.fine[fine])))
             s /= self.speed                         # kept on the scale of the recorded runs
+            core = None if core is None else core / self.speed
         self.fine.setdefault(fine, []).append(s)
+        if core is not None:
+            self.core.setdefault(fine, []).append(core)
         self.coarse.setdefault((c["profile"], c["method"]), []).append(s)
         self.coarse.setdefault((c["profile"],), []).append(s)
 

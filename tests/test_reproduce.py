@@ -242,6 +242,29 @@ def test_estimates_follow_the_speed_of_the_runs_trained_now(tmp_path):
     assert small.get(kind("bd")) == 6500.0 and small.cell_scale(kind("bd", d="other")) == 1.0
 
 
+def test_a_retrained_warm_up_does_not_count_as_a_slower_machine(tmp_path):
+    def put(name: str, total: float, distill: float, seed: int) -> Path:
+        config = {"profile": "converged", "dataset": "d", "model": "cdae", "method": "cd", "seed": seed}
+        runner.write_json(tmp_path / name, {"config": config, "timing": {"total_s": total, "distill_s": distill}})
+        return tmp_path / name
+
+    put("cd0.json", 1000.0, 999.0, seed=0)                # recorded with its warm-up loaded from the cache
+    est = R.Estimator(tmp_path)
+    # trained now on a fresh machine: 500 s of warm-up retrained, the method's own part at the same speed
+    est.add(put("cd1.json", 1499.0, 999.0, seed=1), fresh=True)
+    assert est.speed == 1.0
+    est.add(put("cd2.json", 1000.0, 499.5, seed=2), fresh=True)   # the method's part twice as fast
+    assert est.speed == pytest.approx(0.75)                   # median of 1.0 and 0.5
+    # without distill_s on either side the whole time is compared, as before
+    runner.write_json(tmp_path / "cd0.json", {"config": {"profile": "converged", "dataset": "d", "model": "cdae",
+                                                         "method": "cd", "seed": 0}, "timing": {"total_s": 1000.0}})
+    for name in ("cd1.json", "cd2.json"):
+        (tmp_path / name).unlink()
+    old = R.Estimator(tmp_path)
+    old.add(put("cd1.json", 1500.0, 999.0, seed=1), fresh=True)
+    assert old.speed == 1.5
+
+
 def test_a_run_fits_a_time_limit_only_with_its_margin():
     assert R.TIME_MARGIN == 1.1
     assert R.fits(100.0, 110.5) and not R.fits(100.0, 109.5)       # 100 s * 1.1 = 110 s
