@@ -913,18 +913,24 @@ def tables_overview(runs: Sequence[Run], profile: str, seeds: int | None = None,
 
 
 def results_provenance(runs: Sequence[Run], results_dir: "str | Path") -> str:
-    """How many runs a page read and from which folder, then their commits and their code fingerprints,
-    with `report.mix_note` when they differ."""
+    """How many runs a page read and from which folder, then their commits and their code fingerprints per
+    base model (each model's training code has its own), with `report.mix_note` when they differ."""
     from .report import commits_and_prints, mix_note
 
-    commits, prints = commits_and_prints([r.result.get("provenance", {}) for r in runs])
     where = _repo_relative(results_dir)
     if not runs:
         return f"results: no finished run in {where}"
-    note = mix_note(commits, prints)
+    commits, _ = commits_and_prints([r.result.get("provenance", {}) for r in runs])
+    prints: dict[str, set[str]] = {}
+    for r in runs:
+        fp = r.result.get("provenance", {}).get("code_fingerprint", "none")
+        prints.setdefault(str(r.config.get("model", "?")), set()).add(fp)
+    mixed = [m for m, fps in prints.items() if len(fps) > 1]
+    note = mix_note(commits, sorted(prints[mixed[0]]) if mixed else ["one per model"])
     return (f"results: {len(runs)} finished run{'s' * (len(runs) != 1)} in {where}\n"
             + textwrap.fill(' '.join(commits), 96, initial_indent="  commit(s) ", subsequent_indent="    ")
-            + f"\n  code fingerprint(s) {' '.join(prints)}"
+            + "\n  code fingerprint(s) "
+            + ", ".join(f"{m} {' '.join(sorted(fps))}" for m, fps in sorted(prints.items()))
             + (f" ({note})" if note else ""))
 
 

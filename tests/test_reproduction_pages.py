@@ -186,7 +186,13 @@ def test_select_runs_keeps_current_code_and_says_what_it_left_out(tmp_path):
     assert R.resolve_results_dir("results/x", "ci") == ROOT / "results" / "x"
     line = R.results_provenance(R.select_runs(tmp_path, "ci"), tmp_path)
     assert line == f"results: 1 finished run in {tmp_path}\n  commit(s) abc\n  code fingerprint(s) " \
-                   f"{code_fingerprint('cdae')}"
+                   f"cdae {code_fingerprint('cdae')}"
+    # each base model has its own training code: two fingerprints across models are not a mix
+    nmf = fake("teacher", 0, model="neumf")
+    two = R.results_provenance([good, nmf], tmp_path)
+    assert two.endswith(f"code fingerprint(s) cdae {code_fingerprint('cdae')}, neumf {code_fingerprint('neumf')}")
+    assert R.results_provenance([good, stale], tmp_path).endswith(     # two for one model: a mix
+        "(MIXED: more than one training-code fingerprint)")
     assert R.results_provenance([], "results/x") == "results: no finished run in results/x"
 
 
