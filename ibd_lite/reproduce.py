@@ -925,8 +925,7 @@ def results_provenance(runs: Sequence[Run], results_dir: "str | Path") -> str:
     for r in runs:
         fp = r.result.get("provenance", {}).get("code_fingerprint", "none")
         prints.setdefault(str(r.config.get("model", "?")), set()).add(fp)
-    mixed = [m for m, fps in prints.items() if len(fps) > 1]
-    note = mix_note(commits, sorted(prints[mixed[0]]) if mixed else ["one per model"])
+    note = mix_note(commits, sorted(max(prints.values(), key=len)))     # MIXED: one model has several
     return (f"results: {len(runs)} finished run{'s' * (len(runs) != 1)} in {where}\n"
             + textwrap.fill(' '.join(commits), 96, initial_indent="  commit(s) ", subsequent_indent="    ")
             + "\n  code fingerprint(s) "
