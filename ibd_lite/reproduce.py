@@ -866,7 +866,7 @@ def spec_pairs(rows: dict[str, list]) -> list[tuple[str, str]]:
 
 
 short_verdict = verdict_words             # the name the table template uses
-SHORT_ROW = {"BD-Student": "BD-S", "BD-Teacher": "BD-T"}   # short row names for narrow table cells
+SHORT_ROW = {"BD-Student": "BD-S"}      # the best-student cell names its student in a narrow column
 
 
 def say(b: str, a: str, words: str) -> str:
