@@ -191,9 +191,9 @@ class Chapter:
 
 def table_methods() -> list[str]:
     """The methods behind the 8-row comparison table, in order (teacher, student, rd, cd, bd, ibd)."""
-    from .experiments import TABLE_ROWS
+    from .experiments import TABLE_METHODS
 
-    return list(dict.fromkeys(m for _, m, _ in TABLE_ROWS))
+    return list(TABLE_METHODS)
 
 
 def _variant_name(v: dict[str, Any]) -> str:
@@ -465,13 +465,6 @@ def tidy(df, decimals: "int | dict[str, int]" = 4, int_columns: Sequence[str] = 
         fmt = "{:,.0f}" if whole else f"{{:.{places}f}}"
         out[col] = [missing if pd.isna(v) else fmt.format(float(v)) for v in s]
     return out
-
-
-def mean_pm_sd(values, decimals: int = 3) -> str:
-    """'0.112 ± 0.002' with the same number of decimals on both sides (sd over seeds, ddof=1)."""
-    vals = [float(v) for v in values]
-    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    return f"{statistics.fmean(vals):.{decimals}f} ± {sd:.{decimals}f}"
 
 
 # -------------------------------------------------------------------------------------- inference timing

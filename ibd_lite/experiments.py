@@ -13,13 +13,12 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-import pandas as pd
 from tqdm.auto import tqdm
 
 from .config import make_config
 from .errors import ConfigError, choice_error
 from .provenance import usable_cores
-from .runner import (clean_stale_tmp, default_cache_dir, ensure_writable, load_result, prepare_folders,
+from .runner import (clean_stale_tmp, default_cache_dir, ensure_writable, prepare_folders,
                      run_at)
 
 METRICS = ("H@50", "H@100", "N@50", "N@100")
@@ -30,6 +29,7 @@ TABLE_ROWS: tuple[tuple[str, str, str], ...] = (
     ("BD-Teacher", "bd", "teacher"), ("BD-Student", "bd", "student"),
     ("iBD-Teacher", "ibd", "teacher"), ("iBD-Student", "ibd", "student"),
 )
+TABLE_METHODS: tuple[str, ...] = tuple(dict.fromkeys(m for _, m, _ in TABLE_ROWS))   # teacher ... ibd, in order
 TABLE_DATASETS = ("citeulike-t", "foursquare-tky", "foursquare-nyc")
 TABLE_MODELS = ("cdae", "neumf")
 EXPERIMENTS = ("table", "ablation", "figure6", "direction")
@@ -140,9 +140,8 @@ def experiment_configs(name: str, *, profile: str = "quick", dataset: str | None
     base = dict(profile=profile, device=device, **overrides)
     cells = _cells(name, profile, dataset, model)
     if name == "table":
-        methods = dict.fromkeys(m for _, m, _ in TABLE_ROWS)
         return [dict(base, dataset=d, model=m, method=meth, seed=s)
-                for d, m in cells for s in seeds for meth in methods]
+                for d, m in cells for s in seeds for meth in TABLE_METHODS]
     if name in ("curves", "rounds"):
         methods = ("bd", "ibd") if name == "curves" else ("ibd",)
         return [dict(base, dataset=d, model=m, method=meth, seed=s)
@@ -174,63 +173,3 @@ def run_experiment(name: str, out_dir: "str | Path" = "results", progress: bool 
                    on_done: Callable[[Path, str], None] | None = None, **kw: Any) -> list[dict]:
     """Run a named experiment grid (resumable, safe to run from several processes) and return its results."""
     return run_grid(experiment_configs(name, **kw), out_dir, progress, jobs=jobs, on_done=on_done)
-
-
-def load_results(results_dir: "str | Path", ibd_variant: str = "full", bd_direction: str = "paper") -> list[dict]:
-    """Every finished result in a folder, keeping the default variants (what the paper's tables show)."""
-    out = []
-    for path in sorted(Path(results_dir).glob("*.json")):
-        r = load_result(path)
-        if r is None or "config" not in r:
-            continue
-        c = r["config"]
-        if c.get("ibd_variant", "full") == ibd_variant and c.get("bd_direction", "paper") == bd_direction:
-            out.append(r)
-    if not out:
-        raise ConfigError(f"no finished results in {results_dir}: run `python -m ibd_lite grid table ...` first")
-    return out
-
-
-def table_frame(results: Sequence[dict], rows: Sequence[tuple[str, str, str]] = TABLE_ROWS) -> pd.DataFrame:
-    """Long table: one line per (dataset, model, row, seed) with the test metrics."""
-    recs = []
-    for r in results:
-        c = r["config"]
-        for label, method, role in rows:
-            if c["method"] == method and role in r["models"]:
-                recs.append({"dataset": c["dataset"], "model": c["model"], "row": label, "seed": c["seed"],
-                             **{k: r["models"][role]["test"][k] for k in METRICS if k in r["models"][role]["test"]}})
-    if not recs:
-        raise ConfigError("no results match the table rows: run the grid first")
-    long = pd.DataFrame.from_records(recs)
-    long["row"] = pd.Categorical(long["row"], [label for label, _, _ in rows], ordered=True)
-    return long.sort_values(["dataset", "model", "row", "seed"], kind="stable").reset_index(drop=True)
-
-
-def summary_table(long: pd.DataFrame, decimals: int = 4) -> pd.DataFrame:
-    """Mean ± standard deviation over seeds per (dataset, model, row), in the paper's row order."""
-    metrics = [m for m in METRICS if m in long.columns]
-    g = long.groupby(["dataset", "model", "row"], sort=False, observed=True)[metrics]
-    mean, std, n = g.mean(), g.std(ddof=1).fillna(0.0), g.size()
-    out = pd.DataFrame(index=mean.index)
-    for m in metrics:
-        out[m] = [f"{a:.{decimals}f} ± {b:.{decimals}f}" for a, b in zip(mean[m], std[m])]
-    out["seeds"] = n
-    return out
-
-
-def improvement(long: pd.DataFrame, base: str = "BD", new: str = "iBD") -> pd.DataFrame:
-    """Improv.BD-T / Improv.BD-S: relative change (%) of iBD over BD, on seed means."""
-    metrics = [m for m in METRICS if m in long.columns]
-    mean = long.groupby(["dataset", "model", "row"], observed=True)[metrics].mean()
-    out = []
-    for side, name in (("Teacher", "T"), ("Student", "S")):
-        try:
-            a = mean.xs(f"{base}-{side}", level="row")
-            b = mean.xs(f"{new}-{side}", level="row")
-        except KeyError:
-            continue
-        out.append(((b - a) / a * 100).assign(row=f"Improv.{base}-{name} (%)"))
-    if not out:
-        raise ConfigError(f"need both {base} and {new} rows to compute the improvement")
-    return pd.concat(out).reset_index().set_index(["dataset", "model", "row"]).round(2)

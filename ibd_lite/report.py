@@ -126,14 +126,22 @@ def cells(runs: Sequence[Run]) -> list[tuple[str, str]]:
     return list(seen)
 
 
+def mean_pm_sd(values: Sequence[float], decimals: int = 4) -> str:
+    """'0.1120 ± 0.0020': mean ± sd over seeds (ddof=1), same decimals on both sides; one seed has no sd,
+    so it prints the value alone rather than a misleading '± 0.0000'."""
+    vals = np.asarray(values, dtype=float)
+    if len(vals) == 1:
+        return f"{vals[0]:.{decimals}f}"
+    return f"{vals.mean():.{decimals}f} ± {vals.std(ddof=1):.{decimals}f}"
+
+
 def summary(rows: dict[str, list[tuple[Run, str]]], decimals: int = 4) -> pd.DataFrame:
     """Mean ± sd over seeds of the test metrics, one line per row, plus the seeds used."""
     out = []
     for label, rs in rows.items():
         vals = np.array([[r.result["models"][role]["test"][m] for m in METRICS] for r, role in rs])
-        mean, sd = vals.mean(0), (vals.std(0, ddof=1) if len(vals) > 1 else np.zeros(len(METRICS)))
         rec = {"row": label}
-        rec.update({m: f"{a:.{decimals}f} ± {b:.{decimals}f}" for m, a, b in zip(METRICS, mean, sd)})
+        rec.update({m: mean_pm_sd(vals[:, j], decimals) for j, m in enumerate(METRICS)})
         rec["seeds"] = len(rs)
         out.append(rec)
     return pd.DataFrame(out).set_index("row")

@@ -718,10 +718,6 @@ def _nice(dataset: str, model: str) -> str:
     return f"{dataset} / {model.upper() if model == 'cdae' else 'NeuMF' if model == 'neumf' else model}"
 
 
-def _methods() -> list[str]:
-    return list(dict.fromkeys(m for _, m, _ in E.TABLE_ROWS))
-
-
 def table_status(runs: Sequence[Run], dataset: str, model: str, profile: str,
                  seeds: int | None = None) -> tuple[Status, list[Run]]:
     """Table `dataset`/`model`: its Status, and its runs on the seeds complete for every row (what it shows)."""
@@ -738,7 +734,7 @@ def table_status(runs: Sequence[Run], dataset: str, model: str, profile: str,
     have = {(r.config["method"], r.config["seed"]) for r in mine}
     st = _status(f"the {_nice(dataset, model)} table", command(profile, f"table-{dataset}-{model}",
                                                                 _seeds_arg(seeds, dataset, model)),
-                 {(m, s) for m in _methods() for s in range(n)}, have, problem)
+                 {(m, s) for m in E.TABLE_METHODS for s in range(n)}, have, problem)
     return st, [r for r in table_runs.values() if r.config["seed"] in st.seeds] if st.ready else []
 
 
@@ -814,7 +810,7 @@ def timing_status(runs: Sequence[Run], profile: str, seeds: int | None = None) -
     mine = [r for r in runs if (r.config["dataset"], r.config["model"]) in n_cell
             and r.config["seed"] < n_cell[r.config["dataset"], r.config["model"]] and _is_default(r.config)
             and isinstance(r.result.get("timing"), dict)]
-    required = {((d, m, meth), s) for (d, m), k in n_cell.items() for meth in _methods() for s in range(k)}
+    required = {((d, m, meth), s) for (d, m), k in n_cell.items() for meth in E.TABLE_METHODS for s in range(k)}
     have = {((r.config["dataset"], r.config["model"], r.config["method"]), r.config["seed"]) for r in mine}
     st = _status("Table 7", command(profile, "table7", seeds), required, have, each_run=True)
     return st, mine
@@ -1035,8 +1031,7 @@ def timing(runs: Sequence[Run]) -> pd.DataFrame:
     if not recs:
         raise ConfigError("no table runs to time: run `python -m ibd_lite reproduce --only table7` first")
     df = pd.DataFrame(recs)
-    methods = list(dict.fromkeys(m for _, m, _ in E.TABLE_ROWS))
-    df["method"] = pd.Categorical(df["method"], methods, ordered=True)
+    df["method"] = pd.Categorical(df["method"], E.TABLE_METHODS, ordered=True)
     g = df.groupby(["dataset", "model", "method"], observed=True)
     out = g[[*TIMING_FIELDS, "cpu_s"]].mean()
     out["machine"] = g["machine"].agg(lambda xs: xs.iloc[0] if xs.nunique() == 1 else "mixed")

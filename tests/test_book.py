@@ -217,11 +217,6 @@ def test_whole_floats_of_four_digits_or_more_print_as_integers():
     assert book.tidy(pd.DataFrame({"x": [1.0, 2.0]}))["x"].tolist() == ["1.0000", "2.0000"]
 
 
-def test_mean_pm_sd_uses_the_same_decimals_on_both_sides():
-    assert book.mean_pm_sd([0.110, 0.112, 0.114], decimals=4) == "0.1120 ± 0.0020"
-    assert book.mean_pm_sd([0.5], decimals=3) == "0.500 ± 0.000"
-
-
 def test_glue_returns_the_formatted_text():
     assert book.glue("test_value", 0.123456, ".3f") == "0.123"
     assert book.glue("test_text", "citeulike-t") == "citeulike-t"

@@ -1,11 +1,9 @@
-"""Experiment grids: the configs of each named experiment, stable run names, resumable grids, tables."""
+"""Experiment grids: the configs of each named experiment, stable run names, resumable grids."""
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 
-import pandas as pd
 import pytest
 
 from ibd_lite import experiments as E
@@ -76,64 +74,3 @@ def test_run_grid_resumes_finished_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "_execute", boom)
     again = E.run_grid(cfgs, tmp_path / "res", progress=False)
     assert [r["models"] for r in again] == [r["models"] for r in first]
-
-
-# ------------------------------------------------------------------------------------------ tables
-
-
-def long_frame() -> pd.DataFrame:
-    recs = []
-    vals = {"BD-Teacher": [0.20, 0.24], "iBD-Teacher": [0.22, 0.26], "BD-Student": [0.10, 0.10],
-            "iBD-Student": [0.12, 0.13], "Teacher": [0.30, 0.31, 0.35]}
-    for row, xs in vals.items():
-        for seed, x in enumerate(xs):
-            recs.append({"dataset": "d", "model": "cdae", "row": row, "seed": seed,
-                         "H@50": x, "N@50": x / 2})
-    return pd.DataFrame.from_records(recs)
-
-
-def test_summary_table_mean_and_std():
-    t = E.summary_table(long_frame(), decimals=3)
-    assert list(t.columns) == ["H@50", "N@50", "seeds"]
-    assert t.loc[("d", "cdae", "BD-Teacher"), "H@50"] == "0.220 ± 0.028"      # std(0.20, 0.24) = 0.0283
-    assert t.loc[("d", "cdae", "BD-Student"), "H@50"] == "0.100 ± 0.000"
-    sd = pd.Series([0.30, 0.31, 0.35]).std(ddof=1)
-    assert t.loc[("d", "cdae", "Teacher"), "H@50"] == f"{0.32:.3f} ± {sd:.3f}"
-    assert t.loc[("d", "cdae", "Teacher"), "seeds"] == 3
-    n = pd.Series([0.12 / 2, 0.13 / 2])
-    assert t.loc[("d", "cdae", "iBD-Student"), "N@50"] == f"{n.mean():.3f} ± {n.std(ddof=1):.3f}"   # ± 0.004
-    assert list(t.index.get_level_values("row")) == ["BD-Teacher", "iBD-Teacher", "BD-Student", "iBD-Student",
-                                                     "Teacher"]
-
-
-def test_summary_table_single_seed_has_zero_std():
-    df = long_frame()
-    t = E.summary_table(df[df.seed == 0], decimals=2)
-    assert t.loc[("d", "cdae", "Teacher"), "H@50"] == "0.30 ± 0.00"
-
-
-def test_improvement_percentages():
-    imp = E.improvement(long_frame())
-    t = imp.loc[("d", "cdae", "Improv.BD-T (%)")]
-    s = imp.loc[("d", "cdae", "Improv.BD-S (%)")]
-    assert t["H@50"] == pytest.approx(round((0.24 - 0.22) / 0.22 * 100, 2))     # 9.09
-    assert s["H@50"] == pytest.approx(25.0)                                      # 0.125 over 0.10
-    assert s["N@50"] == pytest.approx(25.0)
-    with pytest.raises(ConfigError):
-        E.improvement(long_frame().query("row != 'iBD-Student' and row != 'iBD-Teacher'"))
-
-
-def test_table_frame_from_results():
-    def result(method, seed, models):
-        return {"config": {"dataset": "synthetic", "model": "cdae", "method": method, "seed": seed},
-                "models": {role: {"test": {"H@50": h, "H@100": h, "N@50": h / 3, "N@100": h / 2}}
-                           for role, h in models.items()}}
-
-    results = [result("teacher", 0, {"teacher": 0.4}), result("rd", 0, {"student": 0.2, "teacher": 0.4}),
-               result("bd", 0, {"teacher": 0.45, "student": 0.25})]
-    df = E.table_frame(results)
-    rows = dict(zip(df["row"], df["H@50"]))
-    assert rows == {"Teacher": 0.4, "RD": 0.2, "BD-Teacher": 0.45, "BD-Student": 0.25}
-    assert math.isclose(df.loc[df.row == "BD-Student", "N@50"].item(), 0.25 / 3)
-    with pytest.raises(ConfigError):
-        E.table_frame([])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from ibd_lite import run
 from ibd_lite.codec import decode, encode
 from ibd_lite.config import make_config
 from ibd_lite.errors import ConfigError
-from ibd_lite.report import Run, comparisons, is_table_config, table_rows
+from ibd_lite.report import Run, comparisons, is_table_config, mean_pm_sd, summary, table_rows
 from ibd_lite.stats import paired_bootstrap, paired_difference, per_user_metric, verdict
 
 TINY = dict(profile="ci", model="cdae", device="cpu", pretrain_epochs=2, epochs=4, eval_every=2,
@@ -182,6 +183,50 @@ def test_ablations_and_sweeps_are_not_table_rows(tmp_path):
     assert not is_table_config(_fake(tmp_path, "ibd", 0, ibd_variant="no-carry").config)
     assert not is_table_config(_fake(tmp_path, "ibd", 0, gamma_ts=0.1).config)
     assert not is_table_config(_fake(tmp_path, "bd", 0, bd_direction="released").config)
+
+
+# ---------------------------------------------------------------- the paper-style table: mean ± sd, Improv.
+
+TABLE_VALS = {"BD-Teacher": [0.20, 0.24], "iBD-Teacher": [0.22, 0.26], "BD-Student": [0.10, 0.10],
+              "iBD-Student": [0.12, 0.13], "Teacher": [0.30, 0.31, 0.35]}
+
+
+def _rows(vals: dict[str, list[float]]) -> dict[str, list]:
+    """Table rows of hand-made runs, one per seed, with H@K = x and N@K = x / 2."""
+    def run(row: str, seed: int, x: float) -> Run:
+        test = {"H@50": x, "H@100": x, "N@50": x / 2, "N@100": x / 2}
+        return Run(Path(f"{row}-{seed}.json"), {"models": {"m": {"test": test}}})
+
+    return {row: [(run(row, s, x), "m") for s, x in enumerate(xs)] for row, xs in vals.items()}
+
+
+def test_table_shows_mean_and_sd_over_seeds():
+    t = summary(_rows(TABLE_VALS), decimals=3)
+    assert list(t.columns) == ["H@50", "H@100", "N@50", "N@100", "seeds"]
+    assert list(t.index) == list(TABLE_VALS)
+    assert t.loc["BD-Teacher", "H@50"] == "0.220 ± 0.028"                 # sd(0.20, 0.24) = 0.0283
+    assert t.loc["BD-Student", "H@50"] == "0.100 ± 0.000"                 # two equal seeds: sd is 0
+    sd = float(np.std([0.30, 0.31, 0.35], ddof=1))
+    assert t.loc["Teacher", "H@50"] == f"0.320 ± {sd:.3f}" and t.loc["Teacher", "seeds"] == 3
+    n = np.array([0.12, 0.13]) / 2
+    assert t.loc["iBD-Student", "N@50"] == f"{n.mean():.3f} ± {n.std(ddof=1):.3f}"   # 0.062 ± 0.004
+
+
+def test_a_single_seed_shows_its_value_without_an_sd():
+    assert summary(_rows({"Teacher": [0.30]}), decimals=2).loc["Teacher", "H@50"] == "0.30"
+    assert mean_pm_sd([0.110, 0.112, 0.114]) == "0.1120 ± 0.0020"
+    assert mean_pm_sd([0.5], decimals=3) == "0.500"
+
+
+def test_improvement_rows_are_ibd_over_bd_in_percent_of_the_seed_means():
+    from ibd_lite.reproduce import improvements, paper_table
+
+    imp = improvements(_rows(TABLE_VALS))
+    assert imp.loc["Improv.BD-T", "H@50"] == pytest.approx((0.24 - 0.22) / 0.22 * 100)   # 9.09 %
+    assert imp.loc["Improv.BD-S", "N@50"] == pytest.approx(25.0)                         # 0.0625 / 0.05
+    table = paper_table(_rows(TABLE_VALS))
+    assert table.loc["Improv.BD-T", "H@50"] == "+9.09%" and table.loc["Improv.BD-S", "H@100"] == "+25.00%"
+    assert improvements(_rows({"Teacher": [0.3], "BD-Student": [0.1]})).empty          # no iBD row: none
 
 
 # ---------------------------------------------------------------- what BD's soft labels ask of the receiver
