@@ -18,8 +18,7 @@ from tqdm.auto import tqdm
 from .config import make_config
 from .errors import ConfigError, choice_error
 from .provenance import usable_cores
-from .runner import (clean_stale_tmp, default_cache_dir, ensure_writable, prepare_folders,
-                     run_at)
+from .runner import clean_stale_tmp, default_cache_dir, ensure_writable, prepare_folders, run_at
 
 METRICS = ("H@50", "H@100", "N@50", "N@100")
 # Table rows (SPEC §7): (row label, method, which model of the run)
