@@ -581,6 +581,7 @@ def default_nb_dir(profile: str) -> Path:
 DATASET_NAMES = {"citeulike-t": "CiteULike", "foursquare-tky": "Foursquare-Tokyo",
                  "foursquare-nyc": "Foursquare-New York"}
 MODEL_NAMES = {"cdae": "CDAE", "neumf": "NeuMF"}
+METHOD_NAMES = {"teacher": "Teacher", "student": "Student", "rd": "RD", "cd": "CD", "bd": "BD", "ibd": "iBD"}
 
 
 def page_title(target: str) -> str | None:
@@ -1037,6 +1038,18 @@ def timing(runs: Sequence[Run]) -> pd.DataFrame:
     out["machine"] = g["machine"].agg(lambda xs: xs.iloc[0] if xs.nunique() == 1 else "mixed")
     out["runs"] = g.size()
     return out
+
+
+def cpu_spread(runs: Sequence[Run]) -> tuple[float, tuple[str, str, str]] | None:
+    """The largest ratio of slowest to fastest CPU seconds between seeds of one (dataset, model, method)
+    table cell, and that cell; None when no cell has two runs that recorded it. Seeds of a cell do the
+    same work, so a large ratio says the machines (or their neighbours) ran at different speeds."""
+    df = pd.DataFrame(_timing_records(runs))
+    if df.empty:
+        return None
+    g = df.dropna(subset=["cpu_s"]).groupby(["dataset", "model", "method"])["cpu_s"]
+    ratio = (g.max() / g.min())[g.size() >= 2]
+    return (float(ratio.max()), ratio.idxmax()) if len(ratio) else None
 
 
 def machine_counts(runs: Sequence[Run]) -> dict[str, int]:

@@ -349,6 +349,21 @@ def test_table7_means_cpu_time_over_the_runs_that_recorded_it(killed_store):
     assert row["machine"] == "mixed" and R.machine_counts([new, old])["not recorded"] == 1
 
 
+def test_cpu_spread_is_the_largest_slowest_over_fastest_ratio_within_one_cell(killed_store):
+    (path,) = killed_store[0].glob("*-bd-*.json")
+    runs = [report.Run(path, json.loads(path.read_text())) for _ in range(4)]
+    for seed, (r, cpu) in enumerate(zip(runs, (100.0, 250.0, 40.0, 60.0))):
+        r.result["config"]["seed"] = seed
+        r.result["timing"]["cpu_s"] = cpu
+    runs[2].result["config"]["method"] = runs[3].result["config"]["method"] = "cd"   # a second cell
+    ratio, cell = R.cpu_spread(runs)
+    assert ratio == pytest.approx(2.5) and cell[2] == "bd"          # 250 / 100 beats 60 / 40
+    runs[1].result["timing"].pop("cpu_s")                          # bd keeps one recorded run
+    ratio, cell = R.cpu_spread(runs)
+    assert ratio == pytest.approx(1.5) and cell[2] == "cd"
+    assert R.cpu_spread(runs[:2]) is None                          # no cell with two recorded runs
+
+
 def test_hardware_names_one_thread_in_the_singular(killed_store, monkeypatch):
     from ibd_lite import provenance
 
