@@ -673,9 +673,9 @@ class Status:
             title = self.title[:1].upper() + self.title[1:]
             return (f"**Cannot be shown yet.** {title}: {self.finished_runs} of {self.planned_runs} planned "
                     f"runs {_are(self.finished_runs)} finished, but they do not go together: {self.problem}")
-        if self.complete:
-            return (f"All {self.planned_runs} planned runs of {self.title} are finished "
-                    f"({self.planned_seeds} seed{'s' * (self.planned_seeds != 1)}).")
+        if self.complete:                   # each_run pages span cells with different numbers of seeds
+            seeds = "" if self.each_run else f" ({self.planned_seeds} seed{'s' * (self.planned_seeds != 1)})"
+            return f"All {self.planned_runs} planned runs of {self.title} are finished{seeds}."
         have = f"{self.finished_runs} of {self.planned_runs} planned runs of {self.title} {_are(self.finished_runs)}"
         if self.ready and self.each_run:
             return (f"**Partial results.** {have} finished; this page shows those, so its numbers will change. "

@@ -107,6 +107,8 @@ def test_figure_statuses_count_their_own_runs_and_name_their_target():
     st, mine = R.timing_status(table([0]), "ci")                   # Table 7 shows every finished run
     assert (st.planned_runs, st.finished_runs, st.state, len(mine)) == (5 * 6 + 3 * 6, 6, "partial", 6)
     assert "6 of 48 planned runs of Table 7 are finished; this page shows those" in st.note()
+    done = R.Status("Table 7", "cmd", 48, 48, 5, (0, 1, 2, 3, 4), each_run=True)     # 5 seeds in one cell only
+    assert done.note() == "All 48 planned runs of Table 7 are finished."
     assert R.target_status("table7", table([0]), "ci") == st
     with pytest.raises(Exception, match="unknown target 'chapters'"):
         R.target_status("chapters", [], "ci")
