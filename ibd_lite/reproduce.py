@@ -961,7 +961,7 @@ def curves(runs: Sequence[Run], dataset: str, model: str) -> pd.DataFrame:
             continue
         for h in r.result["history"]:
             for role, ms in h.get("test", {}).items():
-                recs += [{"method": "iBD" if c["method"] == "ibd" else "BD", "model": role, "seed": c["seed"],
+                recs += [{"method": METHOD_NAMES[c["method"]], "model": role, "seed": c["seed"],
                           "epoch": h["epoch"], "metric": k, "value": v} for k, v in ms.items()]
     if not recs:
         raise ConfigError(f"no BD/iBD runs with test curves for {dataset}/{model}: run "
