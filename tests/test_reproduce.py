@@ -496,6 +496,11 @@ def test_render_only_trains_nothing_and_renders_finished_and_pending_pages(kille
     assert points > 0 and f"{points} plotted points equal the 2 result files" in lines["fig3"]
     assert "student side: sampled and corrected totals equal the 1 result files" in lines["fig4"]
     assert "6 lines equal the 6 result files" in lines["table7"]
+    html = "".join("".join(o["data"].get("text/html", "")) for c in pages["table7"]["cells"]
+                   for o in c.get("outputs", []) if "data" in o)
+    for name in ("Teacher", "Student", "RD", "CD", "BD", "iBD", "CDAE"):           # the names the prose uses
+        assert f">{name}</th>" in html
+    assert ">teacher</th>" not in html and ">cdae</th>" not in html                # not the files' keys
     states = re.search(r"Of these runs, \*\*(\d+)\*\* were timed on an otherwise idle machine, \*\*(\d+)\*\* "
                        r"while other work shared it .* and \*\*(\d+)\*\* before",
                        glued_md(pages["table7"])["timing_text"])
