@@ -244,6 +244,38 @@ def mix_note(commits: Sequence[str], prints: Sequence[str]) -> str:
     return "several commits, one training code" if len(commits) > 1 else ""
 
 
+def warmup_id(run: Run, role: str) -> tuple[int, float] | None:
+    """The warm-up a run's `role` model continued from, as its result records it: (best epoch, validation
+    N@50); None when the run has no such model."""
+    w = run.result.get("pretrain", {}).get(role)
+    return None if w is None else (int(w["best_epoch"]), float(w["valid_best"]["N@50"]))
+
+
+def mixed_warmups(runs: Sequence[Run]) -> dict[tuple[int, str], list[tuple[int, float]]]:
+    """(seed, role) -> the distinct warm-ups that runs of one seed continued from, where there is more than
+    one. Every run of a seed should continue from the same warm-up (it is cached); a warm-up retrained after
+    its cache was lost, on a machine whose floating point differs, is a slightly different model."""
+    seen: dict[tuple[int, str], set] = {}
+    for r in runs:
+        for role in ("teacher", "student"):
+            w = warmup_id(r, role)
+            if w is not None:
+                seen.setdefault((r.config["seed"], role), set()).add(w)
+    return {k: sorted(v) for k, v in sorted(seen.items()) if len(v) > 1}
+
+
+def warmup_note(runs: Sequence[Run]) -> str:
+    """One sentence naming the seeds whose runs did not all continue from one warm-up ('' when they did)."""
+    mixed = mixed_warmups(runs)
+    if not mixed:
+        return ""
+    parts = [f"seed {s}, {role} (validation N@50 {' vs '.join(f'{v:.4f}' for _, v in ws)})"
+             for (s, role), ws in mixed.items()]
+    return ("not every run of a seed continued from the same warm-up: " + "; ".join(parts) + ". A warm-up "
+            "retrained after its cache was lost, on a machine whose floating point differs, is a slightly "
+            "different model, so differences between these runs include that of their starting points")
+
+
 def provenance_of(rows: dict[str, list[tuple[Run, str]]]) -> pd.DataFrame:
     """Which commits and code fingerprints made each row; `mixed` flags a row made by several training codes."""
     recs = []
@@ -282,5 +314,8 @@ def render(results_dir: "str | Path", n_boot: int = 10_000) -> str:
                                                  for rs in rows.values() for r, _ in rs]))
             parts.append("\nprovenance:" + (f" {note}" if note else ""))
             parts.append(prov.to_string())
+            warm = warmup_note([r for rs in rows.values() for r, _ in rs])
+            parts.append(f"warm-ups: MIXED: {warm}" if warm else
+                         "warm-ups: the runs of each seed share one warm-up per model")
             parts.append("")
     return "\n".join(parts)

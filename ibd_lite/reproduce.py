@@ -25,7 +25,7 @@ import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -645,6 +645,7 @@ class Status:
     seeds: tuple[int, ...]
     problem: str = ""               # why finished runs cannot be shown together (e.g. different budgets)
     each_run: bool = False          # every finished run is shown on its own (Table 7), not whole seeds
+    warmups: str = ""               # report.warmup_note of the runs shown: seeds that mix warm-ups
 
     @property
     def ready(self) -> bool:
@@ -667,7 +668,15 @@ class Status:
                 f"({self.finished_runs} of {self.planned_runs} runs)")
 
     def note(self) -> str:
-        """A Markdown paragraph: what this page shows, what is pending and the command that trains it."""
+        """A Markdown paragraph: what this page shows, what is pending and the command that trains it, and a
+        warning when the runs shown did not all continue from their seed's warm-up."""
+        text = self._progress_note()
+        if self.warmups and self.ready:
+            text += (f"\n\n**Warm-ups differ.** In the runs shown, {self.warmups}. Deleting those seeds' result "
+                     "files and re-running the command retrains them from one warm-up.")
+        return text
+
+    def _progress_note(self) -> str:
         run = f"\n\n```bash\n{self.command}\n```\n"
         if self.problem:
             title = self.title[:1].upper() + self.title[1:]
@@ -736,7 +745,15 @@ def table_status(runs: Sequence[Run], dataset: str, model: str, profile: str,
     st = _status(f"the {_nice(dataset, model)} table", command(profile, f"table-{dataset}-{model}",
                                                                 _seeds_arg(seeds, dataset, model)),
                  {(m, s) for m in E.TABLE_METHODS for s in range(n)}, have, problem)
-    return st, [r for r in table_runs.values() if r.config["seed"] in st.seeds] if st.ready else []
+    shown = [r for r in table_runs.values() if r.config["seed"] in st.seeds] if st.ready else []
+    return _with_warmups(st, shown), shown
+
+
+def _with_warmups(st: Status, shown: Sequence[Run]) -> Status:
+    """The Status with the warm-up warning of the runs a page shows (`report.warmup_note`)."""
+    from .report import warmup_note
+
+    return replace(st, warmups=warmup_note(shown))
 
 
 def _is_default(c: dict) -> bool:
@@ -763,7 +780,8 @@ def curves_status(runs: Sequence[Run], dataset: str, model: str, profile: str,
     st = _status(f"Figure 3 ({_nice(dataset, model)})",
                  command(profile, _figure_target("curves", dataset, model), _seeds_arg(seeds, dataset, model)),
                  {(m, s) for m in ("bd", "ibd") for s in range(n)}, have)
-    return st, [r for r in mine if r.config["seed"] in st.seeds]
+    shown = [r for r in mine if r.config["seed"] in st.seeds]
+    return _with_warmups(st, shown), shown
 
 
 def rounds_status(runs: Sequence[Run], dataset: str, model: str, profile: str, seeds: int | None = None,
@@ -797,7 +815,8 @@ def gamma_status(runs: Sequence[Run], dataset: str, model: str, profile: str,
     st = _status(f"Figure 6 ({_nice(dataset, model)})", cmd,
                  {((a, b), s) for a in GAMMAS for b in GAMMAS for s in range(n)},
                  {((r.config["gamma_ts"], r.config["gamma_st"]), r.config["seed"]) for r in mine})
-    return st, [r for r in mine if r.config["seed"] in st.seeds]
+    shown = [r for r in mine if r.config["seed"] in st.seeds]
+    return _with_warmups(st, shown), shown
 
 
 def timing_status(runs: Sequence[Run], profile: str, seeds: int | None = None) -> tuple[Status, list[Run]]:

@@ -91,6 +91,52 @@ def test_rows_of_different_budgets_are_said_not_raised():
                                 "budgets")
 
 
+def warm(runs: list[report.Run], retrained: dict[tuple[str, int], dict] = {}) -> list[report.Run]:
+    """Record each run's warm-ups (best epoch, validation N@50): one per role and seed, unless `retrained`
+    gives (method, seed) another."""
+    for r in runs:
+        c = r.config
+        ws = {"teacher": (40, 0.0653 + c["seed"]), "student": (20, 0.0304 + c["seed"])}
+        ws.update(retrained.get((c["method"], c["seed"]), {}))
+        r.result["pretrain"] = {role: {"best_epoch": ws[role][0], "valid_best": {"N@50": ws[role][1]}}
+                                for role in ((c["method"],) if c["method"] in ws else ws)}   # RD, CD: both
+    return runs
+
+
+def test_runs_of_a_seed_that_continued_from_different_warm_ups_are_flagged(tmp_path):
+    later = {"teacher": (40, 1.0661), "student": (20, 1.0335)}         # seed 1's warm-ups, retrained
+    runs = warm(table([0, 1]), {("student", 1): later, ("rd", 1): later})
+    assert report.mixed_warmups(runs) == {(1, "student"): [(20, 1.0304), (20, 1.0335)],
+                                          (1, "teacher"): [(40, 1.0653), (40, 1.0661)]}
+    assert report.mixed_warmups([r for r in runs if r.config["method"] != "rd"]) == {
+        (1, "student"): [(20, 1.0304), (20, 1.0335)]}                # the student alone has no teacher
+    st, _ = R.table_status(runs, "citeulike-t", "cdae", "ci", seeds=2)
+    assert st.complete and st.note() == (
+        "All 12 planned runs of the citeulike-t / CDAE table are finished (2 seeds).\n\n**Warm-ups differ.** In "
+        "the runs shown, not every run of a seed continued from the same warm-up: seed 1, student (validation "
+        "N@50 1.0304 vs 1.0335); seed 1, teacher (validation N@50 1.0653 vs 1.0661). A warm-up retrained after "
+        "its cache was lost, on a machine whose floating point differs, is a slightly different model, so "
+        "differences between these runs include that of their starting points. Deleting those seeds' result "
+        "files and re-running the command retrains them from one warm-up.")
+    st, shown = R.table_status(runs, "citeulike-t", "cdae", "ci", seeds=1)     # seed 0 alone: one warm-up
+    assert len(shown) == 6 and st.warmups == "" and "Warm-ups" not in st.note()
+    grid = warm([fake("ibd", 0, model="neumf", gamma_ts=a, gamma_st=b) for a in R.GAMMAS for b in R.GAMMAS],
+                {("ibd", 0): later})                                  # every cell: the same warm-ups
+    assert R.gamma_status(grid, "citeulike-t", "neumf", "ci", seeds=1)[0].warmups == ""
+    grid[4].result["pretrain"]["teacher"]["valid_best"]["N@50"] = 0.0679    # the centre cell: another one
+    st = R.gamma_status(grid, "citeulike-t", "neumf", "ci", seeds=1)[0]
+    assert st.warmups.startswith("not every run of a seed continued from the same warm-up: seed 0, teacher "
+                                 "(validation N@50 0.0679 vs 1.0661)")
+    for r in runs:                                                    # `report` says it too
+        r.result["models"] = {k: dict(v, ranks={"test": encode(np.arange(40))}) for k, v in r.result["models"].items()}
+        write_json(tmp_path / r.path.name, r.result)
+    text = report.render(tmp_path, n_boot=50)
+    assert "warm-ups: MIXED: not every run of a seed continued from the same warm-up: seed 1, student" in text
+    for f in tmp_path.glob("*-s1-*.json"):
+        f.unlink()
+    assert "warm-ups: the runs of each seed share one warm-up per model" in report.render(tmp_path, n_boot=50)
+
+
 def test_figure_statuses_count_their_own_runs_and_name_their_target():
     grid = [fake("ibd", s, model="neumf", gamma_ts=a, gamma_st=b) for s, cells in ((0, 9), (1, 4))
             for a, b in [(a, b) for a in R.GAMMAS for b in R.GAMMAS][:cells]]
