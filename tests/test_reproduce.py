@@ -543,7 +543,9 @@ def test_gamma_page_shows_the_seed_means_of_the_result_files(killed_store, tmp_p
         r = json.loads(json.dumps(ibd))
         r["config"].update(gamma_ts=a, gamma_st=b)
         r["models"]["student"]["test"]["H@50"] = values[a, b]
+        r["models"]["teacher"]["best_epoch"] = r["config"]["pretrain_epochs"] + 10 * (i % 2 == 0)
         runner.write_json(out / E.run_name(r["config"]), r)
+    kept = 4 + (ibd["models"]["teacher"]["best_epoch"] <= ibd["config"]["pretrain_epochs"])  # odd i + centre?
     dst = tmp_path / "fig6.ipynb"
     _render("fig6.ipynb", dst, monkeypatch, dataset="citeulike-t", model="cdae", profile="ci", seeds=1,
             results_dir=str(out))
@@ -554,5 +556,7 @@ def test_gamma_page_shows_the_seed_means_of_the_result_files(killed_store, tmp_p
     text = glued_md(nb)["grid_text"]
     assert text.startswith("With 1 seed per cell, the student's best cell is")
     assert f"= ({best[0]}, {best[1]})$ with H@50 {values[best]:.4f}" in text
+    assert f"In {kept} of the 9 runs the teacher kept on validation is its warm-up" in text
+    assert "For scale" not in text                                  # one seed of the default cell: no spread
     assert "18 cells equal the 9 result files" in output_lines(nb)
     assert glued_md(nb)["status_note"].startswith("**Not run yet.**") is False
