@@ -557,6 +557,8 @@ def test_gamma_page_shows_the_seed_means_of_the_result_files(killed_store, tmp_p
     assert text.startswith("With 1 seed per cell, the student's best cell is")
     assert f"= ({best[0]}, {best[1]})$ with H@50 {values[best]:.4f}" in text
     assert f"In {kept} of the 9 runs the teacher kept on validation is its warm-up" in text
+    teacher = ibd["models"]["teacher"]["test"]["H@50"]                # every cell copies it: no best cell
+    assert f"; the teacher's H@50 is the same in all nine cells ({teacher:.4f})." in text
     assert "For scale" not in text                                  # one seed of the default cell: no spread
     assert "18 cells equal the 9 result files" in output_lines(nb)
     assert glued_md(nb)["status_note"].startswith("**Not run yet.**") is False
