@@ -38,7 +38,7 @@ from .codec import compact, decode
 from .config import PROFILES, make_config, resolve_device
 from .errors import ConfigError, choice_error
 from .provenance import REPO, usable_cores
-from .report import Run, best_student, load_runs, means, summary, verdict_words
+from .report import Run, best_student, compare, load_runs, means, summary, verdict_words
 from .runner import is_finished, load_result, lock_path, write_json
 
 NOTEBOOKS = REPO / "book" / "reproduce"
@@ -1010,9 +1010,9 @@ def round_counts(runs: Sequence[Run], dataset: str, model: str, rounds: int = 10
     return pd.concat(recs).groupby(["side", "user"], as_index=False)[["sampled", "corrected"]].mean()
 
 
-def gamma_grid(runs: Sequence[Run], dataset: str, model: str, metric: str = "H@50") -> pd.DataFrame:
-    """Figure 6: seed means of a test metric per (γ_T→S, γ_S→T, role) of the iBD runs; refuses runs that
-    differ in anything but the gammas, the seed and the device."""
+def _gamma_runs(runs: Sequence[Run], dataset: str, model: str) -> list[Run]:
+    """The full-iBD runs of Figure 6 for (dataset, model); refuses runs that differ in anything but the
+    gammas, the seed and the device."""
     mine = [r for r in runs if r.config.get("ibd_variant", "full") == "full"
             and (r.config["dataset"], r.config["model"], r.config["method"]) == (dataset, model, "ibd")]
     if not mine:
@@ -1022,12 +1022,45 @@ def gamma_grid(runs: Sequence[Run], dataset: str, model: str, metric: str = "H@5
     if len(rest) > 1:
         raise ConfigError(f"the iBD runs of {dataset}/{model} differ in more than the gammas (e.g. budgets); keep "
                           "one profile's runs per folder")
+    return mine
+
+
+def gamma_grid(runs: Sequence[Run], dataset: str, model: str, metric: str = "H@50") -> pd.DataFrame:
+    """Figure 6: seed means of a test metric per (γ_T→S, γ_S→T, role) of the iBD runs (`_gamma_runs`)."""
+    mine = _gamma_runs(runs, dataset, model)
     recs = [{"gamma_ts": r.config["gamma_ts"], "gamma_st": r.config["gamma_st"], "role": role,
              "seed": r.config["seed"], metric: r.result["models"][role]["test"][metric]}
             for r in mine for role in ("teacher", "student")]
     df = pd.DataFrame(recs)
     return df.groupby(["role", "gamma_ts", "gamma_st"], as_index=False).agg(**{metric: (metric, "mean"),
                                                                                "seeds": ("seed", "nunique")})
+
+
+def gamma_comparisons(runs: Sequence[Run], dataset: str, model: str, metric: str = "H@50",
+                      n_boot: int = 10_000) -> pd.DataFrame:
+    """Figure 6, paired (SPEC §8): each of the eight other cells against the default (0.5, 0.5), per role, on
+    the seeds both have. One line per (role, γ_T→S, γ_S→T): the default's and the cell's mean, the change in
+    % of the default, the 95% CI of the difference (text, and lo / hi), the verdict (ahead, behind, not
+    distinguishable) and the number of seeds."""
+    rows: dict[str, list[tuple[Run, str]]] = {}
+    for r in _gamma_runs(runs, dataset, model):
+        for role in ("student", "teacher"):
+            rows.setdefault(f"{role} {r.config['gamma_ts']} {r.config['gamma_st']}", []).append((r, role))
+    recs = []
+    for role in ("student", "teacher"):
+        default = f"{role} 0.5 0.5"
+        if default not in rows:
+            raise ConfigError(f"Figure 6 of {dataset}/{model} has no default cell (0.5, 0.5): run `python -m "
+                              "ibd_lite reproduce --only fig6` first")
+        for a, b in ((a, b) for a in GAMMAS for b in GAMMAS if (a, b) != (0.5, 0.5)):
+            if f"{role} {a} {b}" not in rows:
+                continue
+            c = compare(rows, default, f"{role} {a} {b}", metric, n_boot)
+            recs.append({"role": role, "gamma_ts": a, "gamma_st": b, "default": c["mean_a"], "cell": c["mean_b"],
+                         "change %": c["rel_pct"] if c["rel_pct"] is not None else np.nan,
+                         "95% CI": f"[{c['lo']:+.4f}, {c['hi']:+.4f}]", "lo": c["lo"], "hi": c["hi"],
+                         "verdict": verdict_words(c["verdict"]), "seeds": len(c["seeds"])})
+    return pd.DataFrame(recs)
 
 
 TIMING_FIELDS = ("pretrain_s", "distill_s", "predict_s")

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ibd_lite import codec as C
@@ -535,20 +536,24 @@ def test_gamma_page_shows_the_seed_means_of_the_result_files(killed_store, tmp_p
     out = tmp_path / "res"
     shutil.copytree(killed_store[0], out)
     ibd = json.loads(next(out.glob("*-ibd-*.json")).read_text())
+    n_users = len(C.decode(ibd["models"]["student"]["ranks"]["test"]))
     values = {}
     for i, (a, b) in enumerate((a, b) for a in R.GAMMAS for b in R.GAMMAS):
-        values[a, b] = ibd["models"]["student"]["test"]["H@50"] if (a, b) == (0.5, 0.5) else 0.01 * (i + 1)
+        values[a, b] = ibd["models"]["student"]["test"]["H@50"] if (a, b) == (0.5, 0.5) else (i + 1) / 10
         if (a, b) == (0.5, 0.5):
             continue
         r = json.loads(json.dumps(ibd))
         r["config"].update(gamma_ts=a, gamma_st=b)
+        hits = round(values[a, b] * n_users)            # the first `hits` users hit at rank 0, the rest miss
+        values[a, b] = hits / n_users
+        r["models"]["student"]["ranks"]["test"] = C.encode(np.where(np.arange(n_users) < hits, 0, 10**6))
         r["models"]["student"]["test"]["H@50"] = values[a, b]
         r["models"]["teacher"]["best_epoch"] = r["config"]["pretrain_epochs"] + 10 * (i % 2 == 0)
         runner.write_json(out / E.run_name(r["config"]), r)
     kept = 4 + (ibd["models"]["teacher"]["best_epoch"] <= ibd["config"]["pretrain_epochs"])  # odd i + centre?
     dst = tmp_path / "fig6.ipynb"
     _render("fig6.ipynb", dst, monkeypatch, dataset="citeulike-t", model="cdae", profile="ci", seeds=1,
-            results_dir=str(out))
+            results_dir=str(out), n_boot=200)
     nb = json.loads(dst.read_text())
     best = max(values, key=values.get)
     assert float(glued(nb)["student_best"]) == values[best]
@@ -556,6 +561,15 @@ def test_gamma_page_shows_the_seed_means_of_the_result_files(killed_store, tmp_p
     text = glued_md(nb)["grid_text"]
     assert text.startswith("With 1 seed per cell, the student's best cell is")
     assert f"= ({best[0]}, {best[1]})$ with H@50 {values[best]:.4f}" in text
+    cmp = R.gamma_comparisons(report.load_runs(out), "synthetic", "cdae", n_boot=200)   # the page's intervals
+    st = cmp[cmp.role == "student"].set_index(["gamma_ts", "gamma_st"])
+    assert len(st) == 8 and set(st.seeds) == {1}
+    assert f"paired: {st.loc[best, 'change %']:+.1f} %, 95% CI of the difference {st.loc[best, '95% CI']}, " \
+           f"{st.loc[best, 'verdict']})" in text
+    k = st.verdict.value_counts()
+    assert (f"of the eight other cells, {k.get('ahead', 0)} are ahead of the default, {k.get('behind', 0)} "
+            f"behind and {k.get('not distinguishable', 0)} not distinguishable;") in text
+    assert k.get("ahead", 0) >= 1 and k.get("behind", 0) >= 1       # H@50 from 0.1 to 0.9 around the default
     assert f"In {kept} of the 9 runs the teacher kept on validation is its warm-up" in text
     teacher = ibd["models"]["teacher"]["test"]["H@50"]                # every cell copies it: no best cell
     assert f"; the teacher's H@50 is the same in all nine cells ({teacher:.4f})." in text

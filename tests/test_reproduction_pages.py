@@ -18,6 +18,7 @@ from ibd_lite import report
 from ibd_lite import reproduce as R
 from ibd_lite.codec import encode
 from ibd_lite.config import make_config
+from ibd_lite.errors import ConfigError
 from ibd_lite.provenance import code_fingerprint
 from ibd_lite.runner import RESULT_SCHEMA, write_json
 
@@ -135,6 +136,24 @@ def test_runs_of_a_seed_that_continued_from_different_warm_ups_are_flagged(tmp_p
     for f in tmp_path.glob("*-s1-*.json"):
         f.unlink()
     assert "warm-ups: the runs of each seed share one warm-up per model" in report.render(tmp_path, n_boot=50)
+
+
+def test_gamma_comparisons_pair_each_cell_with_the_default_over_users_and_seeds():
+    half = np.r_[np.zeros(100, int), np.full(100, 100)]          # 200 users: half hit at rank 0, half miss
+    student = {(0.5, 0.5): half, (0.9, 0.9): np.zeros(200, int), (0.1, 0.1): np.full(200, 100)}
+    grid = [fake("ibd", s, model="neumf", gamma_ts=a, gamma_st=b,
+                 ranks={"student": student.get((a, b), half), "teacher": half})
+            for s in (0, 1) for a in R.GAMMAS for b in R.GAMMAS]
+    cmp = R.gamma_comparisons(grid, "synthetic", "neumf", n_boot=500).set_index(["role", "gamma_ts", "gamma_st"])
+    assert len(cmp) == 16 and set(cmp.seeds) == {2} and set(cmp.default) == {0.5}
+    up, down = cmp.loc[("student", 0.9, 0.9)], cmp.loc[("student", 0.1, 0.1)]
+    assert (up.cell, up["change %"], up.verdict) == (1.0, 100.0, "ahead") and up.lo > 0.4   # +1 for 100 users
+    assert (down.cell, down["change %"], down.verdict) == (0.0, -100.0, "behind") and down.hi < -0.4
+    same = cmp.drop([("student", 0.9, 0.9), ("student", 0.1, 0.1)])   # identical ranks: a zero difference
+    assert (same["change %"] == 0).all() and (same["95% CI"] == "[+0.0000, +0.0000]").all()
+    assert set(same.verdict) == {"not distinguishable"}
+    with pytest.raises(ConfigError, match=r"no default cell \(0.5, 0.5\)"):
+        R.gamma_comparisons([r for r in grid if r.config["gamma_ts"] != 0.5], "synthetic", "neumf")
 
 
 def test_figure_statuses_count_their_own_runs_and_name_their_target():
