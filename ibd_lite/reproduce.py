@@ -838,20 +838,26 @@ def timing_status(runs: Sequence[Run], profile: str, seeds: int | None = None) -
 
 def target_status(name: str, runs: Sequence[Run], profile: str, seeds: int | None = None) -> Status:
     """The Status of one reproduce target by name (table-..., fig3, fig4, fig5, fig6, table7)."""
+    return target_runs(name, runs, profile, seeds)[0]
+
+
+def target_runs(name: str, runs: Sequence[Run], profile: str,
+                seeds: int | None = None) -> tuple[Status, list[Run]]:
+    """The Status of one reproduce target by name and the runs its page shows."""
     t = targets().get(name)
     if t is None or t.notebook is None:
         raise ConfigError(f"unknown target {name!r}; valid: {', '.join(n for n, x in targets().items() if x.notebook)}")
     p = dict(t.params)
     if name == "table7":
-        return timing_status(runs, profile, seeds)[0]
+        return timing_status(runs, profile, seeds)
     d, m = p["dataset"], p["model"]
     if name.startswith("table-"):
-        return table_status(runs, d, m, profile, seeds)[0]
+        return table_status(runs, d, m, profile, seeds)
     if name == "fig3":
-        return curves_status(runs, d, m, profile, seeds)[0]
+        return curves_status(runs, d, m, profile, seeds)
     if name == "fig6":
-        return gamma_status(runs, d, m, profile, seeds)[0]
-    return rounds_status(runs, d, m, profile, seeds, p["figure"])[0]
+        return gamma_status(runs, d, m, profile, seeds)
+    return rounds_status(runs, d, m, profile, seeds, p["figure"])
 
 
 def improvements(rows: dict[str, list]) -> pd.DataFrame:
@@ -970,6 +976,57 @@ def analyses_overview(runs: Sequence[Run], profile: str, seeds: int | None = Non
     return pd.DataFrame(recs)
 
 
+def analyses_findings(runs: Sequence[Run], profile: str, seeds: int | None = None,
+                      n_boot: int = 10_000) -> dict[str, str]:
+    """Chapter 7 in a sentence per page: what each figure (and Table 7) shows on the seeds complete for it,
+    with its numbers, by page title; a page without a complete seed says so."""
+    out = {}
+    every = targets()
+    for name, title, _ in ANALYSES:
+        st, mine = target_runs(name, runs, profile, seeds)
+        p = dict(every[name].params)
+        if not st.ready:
+            out[title] = "no complete seed yet."
+            continue
+        n = len(st.seeds)
+        on = f"{n} seed{'s' * (n > 1)}"
+        if name == "table7":
+            t = timing(mine)
+            ratio = (t.xs("ibd", level="method")["distill_s"] / t.xs("bd", level="method")["distill_s"]).dropna()
+            warm = (t["pretrain_s"] / t[list(TIMING_FIELDS)].sum(axis=1)).xs("bd", level="method")
+            out[title] = (f"over {len(ratio)} (dataset, base model) cell{'s' * (len(ratio) != 1)}, iBD's "
+                          f"distillation phase took {_span(ratio, '{:.2f}')}× the wall time of BD's, and the "
+                          f"warm-up was {_span(100 * warm, '{:.0f}')} % of a BD run's time "
+                          f"({st.finished_runs} runs, {', '.join(hardware(mine))}).")
+            continue
+        data, model = data_name(p["dataset"], profile), p["model"]
+        if name == "fig3":
+            df = curves(mine, data, model)
+            last = last_epoch(df)
+            out[title] = (f"at the last epoch ({int(df.epoch.max())}, {on}) iBD's student reaches H@50 "
+                          f"{last['iBD', 'student', 'H@50']:.4f} against {last['BD', 'student', 'H@50']:.4f} "
+                          f"for BD's, and the teachers {last['iBD', 'teacher', 'H@50']:.4f} (iBD) and "
+                          f"{last['BD', 'teacher', 'H@50']:.4f} (BD).")
+        elif name == "fig6":
+            grid = gamma_grid(mine, data, model)
+            cmp = gamma_comparisons(mine, data, model, n_boot=n_boot)
+            out[title] = (f"with {on} per cell, {gamma_words(grid, cmp, 'student')}; "
+                          f"{gamma_words(grid, cmp, 'teacher')}.")
+        else:
+            share = corrected_share(round_counts(mine, data, model)).iloc[:, -1]
+            s = {side.split()[0]: float(v) for side, v in share.items()}
+            out[title] = (f"of the items iBD distilled over the first ten rounds ({on}), the student had "
+                          f"corrected a share {s['student']:.3f} at the next round's check and the teacher "
+                          f"{s['teacher']:.3f}.")
+    return out
+
+
+def _span(values: pd.Series, fmt: str) -> str:
+    """'lo–hi' of some values in a format, or the one value when they agree at that precision."""
+    lo, hi = fmt.format(values.min()), fmt.format(values.max())
+    return lo if lo == hi else f"{lo}–{hi}"
+
+
 def curves(runs: Sequence[Run], dataset: str, model: str) -> pd.DataFrame:
     """Figure 3: test metrics every eval_every epochs of the BD and iBD runs (default variants only), one line
     per (method, model, seed, epoch, metric)."""
@@ -1008,6 +1065,19 @@ def round_counts(runs: Sequence[Run], dataset: str, model: str, rounds: int = 10
         raise ConfigError(f"no iBD runs with round logs for {dataset}/{model}: run `python -m ibd_lite reproduce "
                           "--only fig4 fig5` first")
     return pd.concat(recs).groupby(["side", "user"], as_index=False)[["sampled", "corrected"]].mean()
+
+
+def last_epoch(df: pd.DataFrame) -> pd.Series:
+    """Figure 3: seed means of the `curves` at their last recorded epoch, by (method, model, metric)."""
+    return df[df.epoch == df.epoch.max()].groupby(["method", "model", "metric"])["value"].mean()
+
+
+def corrected_share(df: pd.DataFrame) -> pd.DataFrame:
+    """Figures 4-5: per side, the items sampled and corrected summed over the users of `round_counts`, and
+    the share corrected (corrected / sampled)."""
+    share = df.groupby("side", sort=False)[["sampled", "corrected"]].sum()
+    share["corrected / sampled"] = share["corrected"] / share["sampled"]
+    return share
 
 
 def _gamma_runs(runs: Sequence[Run], dataset: str, model: str) -> list[Run]:
@@ -1061,6 +1131,26 @@ def gamma_comparisons(runs: Sequence[Run], dataset: str, model: str, metric: str
                          "95% CI": f"[{c['lo']:+.4f}, {c['hi']:+.4f}]", "lo": c["lo"], "hi": c["hi"],
                          "verdict": verdict_words(c["verdict"]), "seeds": len(c["seeds"])})
     return pd.DataFrame(recs)
+
+
+def gamma_words(grid: pd.DataFrame, cmp: pd.DataFrame, role: str) -> str:
+    """Figure 6 for one role in words: the best cell and the default with the best cell's paired verdict, and
+    how many of the eight other cells are ahead of the default, behind it or not distinguishable; or that the
+    nine cells tie (then no cell is named best)."""
+    g = grid[grid.role == role]
+    best = g.loc[g["H@50"].idxmax()]
+    mid = float(g[(g.gamma_ts == 0.5) & (g.gamma_st == 0.5)]["H@50"].iloc[0])
+    if g["H@50"].nunique() == 1:
+        return f"the {role}'s H@50 is the same in all nine cells ({mid:.4f})"
+    c = cmp[cmp.role == role]
+    b = c[(c.gamma_ts == best.gamma_ts) & (c.gamma_st == best.gamma_st)]
+    vs = ("" if b.empty else f"; paired: {b['change %'].iloc[0]:+.1f} %, 95% CI of the difference "
+          f"{b['95% CI'].iloc[0]}, {b['verdict'].iloc[0]}")
+    k = {v: int((c.verdict == v).sum()) for v in ("ahead", "behind", "not distinguishable")}
+    return (f"the {role}'s best cell is $(\\gamma_{{T\\to S}}, \\gamma_{{S\\to T}}) = ({best.gamma_ts}, "
+            f"{best.gamma_st})$ with H@50 {best['H@50']:.4f} (the default $(0.5, 0.5)$: {mid:.4f}{vs}); of "
+            f"the eight other cells, {k['ahead']} {_are(k['ahead'])} ahead of the default, {k['behind']} behind "
+            f"and {k['not distinguishable']} not distinguishable")
 
 
 TIMING_FIELDS = ("pretrain_s", "distill_s", "predict_s")

@@ -156,6 +156,32 @@ def test_gamma_comparisons_pair_each_cell_with_the_default_over_users_and_seeds(
         R.gamma_comparisons([r for r in grid if r.config["gamma_ts"] != 0.5], "synthetic", "neumf")
 
 
+def test_chapter_7_findings_state_each_page_in_a_sentence_with_its_numbers():
+    half = np.r_[np.zeros(100, int), np.full(100, 100)]           # 200 users: H@50 0.5
+    student = {(0.9, 0.9): (np.zeros(200, int), 1.0), (0.1, 0.1): (np.full(200, 100), 0.0)}
+    grid = []
+    for a, b in ((a, b) for a in R.GAMMAS for b in R.GAMMAS):
+        ranks, value = student.get((a, b), (half, 0.5))
+        r = fake("ibd", 0, model="neumf", gamma_ts=a, gamma_st=b, value=value,
+                 ranks={"student": ranks, "teacher": half})
+        r.result["models"]["teacher"]["test"]["H@50"] = 0.5
+        grid.append(r)
+    bd = [r for r in table([0]) if r.config["method"] == "bd"][0]
+    bd.result["timing"]["distill_s"] = 4.0                         # iBD's phase (2 s) takes half of BD's
+    f = R.analyses_findings(table([0], ("teacher", "student", "rd", "cd", "ibd")) + [bd] + grid, "ci", n_boot=300)
+    assert list(f) == ["Figure 3", "Figure 4", "Figure 5", "Figure 6", "Table 7"]
+    assert f["Figure 3"] == ("at the last epoch (10, 1 seed) iBD's student reaches H@50 0.1000 against 0.1000 "
+                             "for BD's, and the teachers 0.1000 (iBD) and 0.1000 (BD).")
+    assert f["Figure 4"] == f["Figure 5"] == "no complete seed yet."            # no round logs in these runs
+    assert f["Figure 6"].startswith("with 1 seed per cell, the student's best cell is $(\\gamma_{T\\to S}, "
+                                    "\\gamma_{S\\to T}) = (0.9, 0.9)$ with H@50 1.0000 (the default $(0.5, "
+                                    "0.5)$: 0.5000; paired: +100.0 %, 95% CI of the difference [+0.4")
+    assert f["Figure 6"].endswith("ahead); of the eight other cells, 1 is ahead of the default, 1 behind and 6 "
+                                  "not distinguishable; the teacher's H@50 is the same in all nine cells (0.5000).")
+    assert f["Table 7"] == ("over 1 (dataset, base model) cell, iBD's distillation phase took 0.50× the wall "
+                            "time of BD's, and the warm-up was 18 % of a BD run's time (7 runs, unknown).")   # 1 / (1 + 4 + 0.5)
+
+
 def test_figure_statuses_count_their_own_runs_and_name_their_target():
     grid = [fake("ibd", s, model="neumf", gamma_ts=a, gamma_st=b) for s, cells in ((0, 9), (1, 4))
             for a, b in [(a, b) for a in R.GAMMAS for b in R.GAMMAS][:cells]]
