@@ -56,13 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="rerun even if --out already holds this run")
     r.add_argument("--no-cache", action="store_true", help="do not reuse or store pre-trained checkpoints")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
-    from .experiments import EXPERIMENTS
+    from .experiments import EXPERIMENTS, PROBE_EXPERIMENTS
 
     g = sub.add_parser("grid", help="run one of the experiment grids (resumable), see ibd_lite.experiments",
                        description="Run an experiment grid; finished runs are kept and not redone, and several "
                                    "grid commands (or --jobs N) on one --out-dir never train a run twice.")
-    g.add_argument("experiment", choices=EXPERIMENTS, metavar="experiment",
-                   help=f"one of: {', '.join(EXPERIMENTS)}")
+    g.add_argument("experiment", choices=EXPERIMENTS + PROBE_EXPERIMENTS, metavar="experiment",
+                   help=f"one of: {', '.join(EXPERIMENTS + PROBE_EXPERIMENTS)}")
     g.add_argument("--profile", default="quick", help=_HELP["profile"])
     g.add_argument("--dataset", default=None)
     g.add_argument("--model", default=None)

@@ -40,6 +40,13 @@ FIGURE_CELLS: dict[str, tuple[tuple[str, str], ...]] = {
     "rounds": (("foursquare-nyc", "cdae"), ("foursquare-tky", "neumf")),   # Figures 4-5: per-user round logs
     "figure6": (("citeulike-t", "neumf"),),                                # Figure 6: gamma grid
 }
+# Not in the paper: probes of chapter 2's budget on its (dataset, model). The student trained alone with twice
+# the profile's total budget, and with 2.5 and 5 times its learning rate (at converged, 5e-3 and 1e-2: above
+# SPEC §3's grid, whose top, 2e-3, the tuning chose): do its creeping curves level off with more epochs, or with
+# larger steps?
+PROBE_EXPERIMENTS = ("budget",)
+PROBE_CELLS: dict[str, tuple[tuple[str, str], ...]] = {"budget": (("citeulike-t", "cdae"),)}
+BUDGET_LR_FACTORS: tuple[float, ...] = (2.5, 5.0)
 
 
 def run_name(cfg_dict: dict[str, Any]) -> str:
@@ -128,14 +135,17 @@ def _worker_init(threads: int) -> None:
 def experiment_configs(name: str, *, profile: str = "quick", dataset: str | None = None,
                        model: str | None = None, seeds: Sequence[int] = (0, 1, 2), device: str = "auto",
                        **overrides: Any) -> list[dict[str, Any]]:
-    """The configs of a named experiment (see EXPERIMENTS and FIGURE_EXPERIMENTS).
+    """The configs of a named experiment (see EXPERIMENTS, FIGURE_EXPERIMENTS and PROBE_EXPERIMENTS).
 
     table / ablation / direction / figure6 run every table (dataset, model) unless restricted; curves (the BD
     and iBD table runs behind Figure 3) and rounds (the iBD table runs behind Figures 4-5) default to the
-    paper's figure cells. At the ci profile every dataset is the synthetic one.
+    paper's figure cells; budget (the student alone at twice the total budget and at
+    BUDGET_LR_FACTORS times its learning rate)
+    defaults to chapter 2's cell. At the ci profile every dataset is the synthetic one.
     """
-    if name not in EXPERIMENTS + FIGURE_EXPERIMENTS:
-        raise choice_error("experiment", name, EXPERIMENTS + FIGURE_EXPERIMENTS)
+    known = EXPERIMENTS + FIGURE_EXPERIMENTS + PROBE_EXPERIMENTS
+    if name not in known:
+        raise choice_error("experiment", name, known)
     base = dict(profile=profile, device=device, **overrides)
     cells = _cells(name, profile, dataset, model)
     if name == "table":
@@ -145,6 +155,9 @@ def experiment_configs(name: str, *, profile: str = "quick", dataset: str | None
         methods = ("bd", "ibd") if name == "curves" else ("ibd",)
         return [dict(base, dataset=d, model=m, method=meth, seed=s)
                 for d, m in cells for s in seeds for meth in methods]
+    if name == "budget":
+        return [dict(base, dataset=d, model=m, method="student", seed=s, **v) for d, m in cells for s in seeds
+                for v in _budget_variants(dict(base, dataset=d, model=m))]
     if name == "ablation":
         return [dict(base, dataset=d, model=m, seed=s, **v) for d, m in cells for s in seeds
                 for v in (dict(method="bd"), dict(method="ibd", ibd_variant="no-carry"), dict(method="ibd"))]
@@ -156,10 +169,19 @@ def experiment_configs(name: str, *, profile: str = "quick", dataset: str | None
             for d, m in cells for s in seeds for a in grid for b in grid]
 
 
+def _budget_variants(base: dict[str, Any]) -> list[dict[str, Any]]:
+    """The `budget` probe's overrides of one cell: twice the profile's total epochs (the warm-up unchanged, so
+    the probe continues from the table runs' warm-up), then each larger student learning rate."""
+    c = make_config(**dict(base, method="student"))
+    longer = 2 * (c.pretrain_epochs + c.epochs) - c.pretrain_epochs
+    return [dict(epochs=longer)] + [dict(lr_student=round(f * c.lr_student, 12)) for f in BUDGET_LR_FACTORS]
+
+
 def _cells(name: str, profile: str, dataset: str | None, model: str | None) -> list[tuple[str, str]]:
-    """(dataset, model) pairs of an experiment: the given ones, else the figure's cells or every table cell."""
-    if name in ("curves", "rounds") and dataset is None and model is None:
-        pairs = list(FIGURE_CELLS[name])
+    """(dataset, model) pairs of an experiment: the given ones, else the figure's or probe's cells or every
+    table cell."""
+    if name in ("curves", "rounds", "budget") and dataset is None and model is None:
+        pairs = list({**FIGURE_CELLS, **PROBE_CELLS}[name])
     else:
         datasets = [dataset] if dataset else list(TABLE_DATASETS)
         pairs = [(d, m) for d in datasets for m in ([model] if model else TABLE_MODELS)]

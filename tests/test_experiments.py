@@ -48,6 +48,24 @@ def test_other_experiments():
         E.experiment_configs("figure99", profile="ci")
 
 
+def test_budget_probe_doubles_the_total_budget_and_scales_the_student_lr():
+    # converged, citeulike-t CDAE: warm-up 600 + 1,400 epochs at the tuned student lr 2e-3
+    cfgs = E.experiment_configs("budget", profile="converged", seeds=(0, 1))
+    assert {(c["dataset"], c["model"], c["method"]) for c in cfgs} == {("citeulike-t", "cdae", "student")}
+    assert [(c["seed"], c.get("epochs"), c.get("lr_student")) for c in cfgs] == [
+        (0, 3400, None), (0, None, 0.005), (0, None, 0.01), (1, 3400, None), (1, None, 0.005), (1, None, 0.01)]
+    longer = make_config(**cfgs[0])
+    assert longer.pretrain_epochs == 600 and longer.pretrain_epochs + longer.epochs == 2 * 2000
+    assert longer.lr_student == 0.002 and make_config(**cfgs[2]).lr_student == 0.01
+    # ci: synthetic data, its own budget (12 + 12) and lr (5e-3)
+    ci = E.experiment_configs("budget", profile="ci", seeds=(0,))
+    assert [(c["dataset"], c.get("epochs"), c.get("lr_student")) for c in ci] == [
+        ("synthetic", 36, None), ("synthetic", None, 0.0125), ("synthetic", None, 0.025)]
+    # the probe's warm-up is the table run's: same pretrain settings, so the cached checkpoint is reused
+    table = make_config(profile="converged", dataset="citeulike-t", model="cdae", method="student", seed=0)
+    assert longer.pretrain_epochs == table.pretrain_epochs and longer.wd_student == table.wd_student
+
+
 def test_run_name_is_stable_and_config_specific():
     c = make_config(profile="ci", method="bd", model="cdae", seed=2).to_dict()
     name = E.run_name(c)

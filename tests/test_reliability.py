@@ -411,7 +411,7 @@ def test_grid_help_lists_only_existing_experiments(capsys):
         main(["grid", "--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    assert f"one of: {', '.join(E.EXPERIMENTS)}" in out
+    assert f"one of: {', '.join(E.EXPERIMENTS + E.PROBE_EXPERIMENTS)}" in out
     for gone in ("figure3", "figure45", "timing"):
         assert gone not in out
     code, err, _ = cli(capsys, "grid", "timing", "--profile", "ci")
