@@ -177,6 +177,22 @@ class Chapter:
         rows = report.table_rows(runs, self.cfg.dataset, self.cfg.model, defaults_only=False)
         return Comparison.from_rows(rows, n_boot, metrics)
 
+    def probe_runs(self, name: str = "budget", seeds: Sequence[int] = (0,)) -> list[dict]:
+        """The runs of a probe experiment (`experiments.PROBE_EXPERIMENTS`) on this chapter's cell, stored in
+        `<results>/<name>/`. As with the tables, profile `converged` only reuses finished runs (empty list when
+        none is: `python -m ibd_lite grid <name> --profile converged --out-dir results/converged/<name>` trains
+        them); any other profile trains what is missing."""
+        from .experiments import experiment_configs
+
+        configs = experiment_configs(name, profile=self.cfg.profile, dataset=self.cfg.dataset, model=self.cfg.model,
+                                     seeds=[int(s) for s in seeds], device=self.base["device"], **self.over)
+        out = self.out_dir / name
+        if self.cfg.profile == "converged":
+            configs = [c for c in configs if _finished(c, out)[1]]
+            if not configs:
+                return []
+        return run_with_estimate(configs, out)
+
     def provenance(self) -> None:
         """Print where this page's numbers came from: code commit, versions, device, elapsed time."""
         from .provenance import provenance

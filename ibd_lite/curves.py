@@ -14,6 +14,7 @@ running best at the end against the running best at the last evaluation at or be
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -175,3 +176,188 @@ def plateau_sentence(table: pd.DataFrame, metric: str = "N@50", tol: float = 0.0
 
 def _join(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+# ------------------------------------------------------------------------------------------ beyond the budget
+def log_trend(epochs: Sequence[float], values: Sequence[float], since: float = 0.5, tol: float = 0.01,
+              tail: float = 0.2) -> dict[str, float]:
+    """Least-squares fit best(e) = a + b ln(e) of the running best over the evaluations from `since` x the last
+    epoch on. A curve that creeps up like a logarithm gains b ln 2 per doubling of the budget, and its tail gain
+    b ln(1 / (1 - tail)) / best(T) falls below `tol` only at T* = exp((b ln(1 / (1 - tail)) / tol - a) / b):
+    the budget the plateau rule would need if the trend held (the last epoch when it already holds)."""
+    if not 0.0 < since < 1.0:
+        raise ConfigError(f"since must be a share of the budget in (0, 1), got {since}")
+    e, v = _checked(epochs, values)
+    keep = e >= since * e[-1]
+    if keep.sum() < 3 or e[keep][0] <= 0:
+        raise ConfigError(f"a trend needs at least 3 evaluations after epoch 0 in the last {1 - since:.0%} of the "
+                          f"budget, got {int(keep.sum())}: validate more often (eval_every) or lower since")
+    best = np.maximum.accumulate(v)
+    b, a = np.polyfit(np.log(e[keep]), best[keep], 1)
+    if b <= 0:                         # a running best never falls: only rounding makes the slope negative
+        b, a = 0.0, float(best[keep].mean())
+    span = -np.log(1.0 - tail)
+    level = a + b * np.log(e[-1])
+    settles = float(e[-1]) if b <= 0 or b * span <= tol * level else float(np.exp((b * span / tol - a) / b))
+    return {"intercept": float(a), "slope": float(b), "gain per doubling %": 100.0 * b * np.log(2.0) / best[-1]
+            if best[-1] > 0 else 0.0, "budget for the rule": settles}
+
+
+def predicted_best(trend: dict[str, float], epoch: float) -> float:
+    """The running best a `log_trend` expects at `epoch`."""
+    return trend["intercept"] + trend["slope"] * float(np.log(epoch))
+
+
+def trend_table(curves: pd.DataFrame, metric: str = "N@50", since: float = 0.5, tol: float = 0.01,
+                tail: float = 0.2) -> pd.DataFrame:
+    """`log_trend` of every row of a `table_curves` frame (with its role), and the rule's budget as a multiple
+    of the budget run ("x budget")."""
+    recs = {}
+    for row, g in curves.groupby("row", sort=False):
+        t = log_trend(g["epoch"], g[metric], since, tol, tail)
+        recs[row] = dict(t, role=g["role"].iloc[0], **{"x budget": t["budget for the rule"] / float(g["epoch"].max())})
+    out = pd.DataFrame.from_dict(recs, orient="index")
+    out.index.name = "row"
+    return out
+
+
+def probe_label(config: dict[str, Any], base: dict[str, Any], role: str = "student") -> str:
+    """What a probe run changed against the table run `base`: its total epochs and / or its learning rate."""
+    parts = []
+    total, base_total = (c["pretrain_epochs"] + c["epochs"] for c in (config, base))
+    if total != base_total:
+        parts.append(f"{total:,} epochs ({total / base_total:g}x)")
+    lr, base_lr = config[f"lr_{role}"], base[f"lr_{role}"]
+    if lr != base_lr:
+        parts.append(f"lr {lr:g} ({lr / base_lr:g}x)")
+    return ", ".join(parts) or "same as the table run"
+
+
+def budget_probes(base_runs: Sequence[dict], probe_runs: Sequence[dict], role: str = "student",
+                  metric: str = "N@50", tol: float = 0.01, tail: float = 0.2, n_boot: int = 10_000) -> pd.DataFrame:
+    """The table run of `role` trained alone against its budget probes (more epochs, larger steps), on the
+    seeds both have: best validation `metric`, its epoch, the last-`tail` gain, test H@50, and the probe's
+    paired test H@50 difference to the table run (bootstrap over users, seeds pooled). One line per setting,
+    the table run first; values are means over the seeds."""
+    from .report import Run
+    from .stats import paired_difference
+
+    base_by_seed = {r["config"]["seed"]: r for r in base_runs}
+    if not base_by_seed:
+        raise ConfigError("no table run given: pass the runs of the model trained alone, e.g. ch.runs(...)")
+    groups: dict[str, list[dict]] = {}
+    for r in probe_runs:
+        base = base_by_seed.get(r["config"]["seed"])
+        if base is not None:
+            groups.setdefault(probe_label(r["config"], base["config"], role), []).append(r)
+    if not groups:
+        raise ConfigError(f"no probe run shares a seed with the table runs (seeds {sorted(base_by_seed)}): "
+                          "run `python -m ibd_lite grid budget` on those seeds")
+    recs = {}
+    for label, runs in [("table run", None), *groups.items()]:
+        seeds = sorted(r["config"]["seed"] for r in runs) if runs else sorted(base_by_seed)
+        mine = runs or [base_by_seed[s] for s in seeds]
+        summaries = [curve_summary(*_curve(r, role, metric), tol, tail) for r in mine]
+        rec = {"seeds": len(seeds), "epochs": mine[0]["config"]["pretrain_epochs"] + mine[0]["config"]["epochs"],
+               "lr": mine[0]["config"][f"lr_{role}"], f"best valid {metric}": np.mean([s["best"] for s in summaries]),
+               "best epoch": np.mean([s["best epoch"] for s in summaries]),
+               "tail gain %": np.mean([s["tail gain %"] for s in summaries]),
+               "still rising": sum(s["still rising"] for s in summaries),
+               "test H@50": np.mean([r["models"][role]["test"]["H@50"] for r in mine])}
+        if runs:
+            d = paired_difference([Run(Path(), base_by_seed[s]).ranks(role) for s in seeds],
+                                  [Run(Path(), r).ranks(role) for r in sorted(runs, key=lambda r: r["config"]["seed"])],
+                                  "H@50", n_boot=n_boot)
+            rec.update({"test H@50 change": d["mean"], "lo": d["lo"], "hi": d["hi"], "change %": d["rel_pct"]})
+        recs[label] = rec
+    out = pd.DataFrame.from_dict(recs, orient="index")
+    out.index.name = role
+    return out
+
+
+def probe_predictions(base_runs: Sequence[dict], probe_runs: Sequence[dict], role: str = "student",
+                      metric: str = "N@50", since: float = 0.5) -> dict[str, float]:
+    """What the table runs' `log_trend`s predicted for the probes that only trained longer: {probe label: the
+    running best expected at the probe's last epoch, mean over the probe's seeds}."""
+    base_by_seed = {r["config"]["seed"]: r for r in base_runs}
+    preds: dict[str, list[float]] = {}
+    for r in probe_runs:
+        base = base_by_seed.get(r["config"]["seed"])
+        if base is None or r["config"][f"lr_{role}"] != base["config"][f"lr_{role}"]:
+            continue
+        total = r["config"]["pretrain_epochs"] + r["config"]["epochs"]
+        trend = log_trend(*_curve(base, role, metric), since=since)
+        preds.setdefault(probe_label(r["config"], base["config"], role), []).append(predicted_best(trend, total))
+    return {label: float(np.mean(v)) for label, v in preds.items()}
+
+
+def _curve(result: dict, role: str, metric: str) -> tuple[pd.Series, pd.Series]:
+    h = history_frame(result, role)
+    return h["epoch"], h[metric]
+
+
+def trend_sentence(trend: pd.DataFrame, rising: Sequence[str], metric: str = "N@50", alone: str = "Student") -> str:
+    """Chapter 2's words on a `trend_table`: how fast the `rising` student rows still climb, the budget the
+    plateau rule would need at that pace, and whether the distilled students climb faster or slower than the
+    student trained alone (`alone`), i.e. which way more epochs would move their comparison. Empty when no
+    student row rises."""
+    rows = [r for r in trend.index if r in set(rising) and trend.loc[r, "role"] == "student"]
+    if not rows:
+        return ""
+    t = trend.loc[rows]
+    text = (f"fitted over the second half of the budget, the best validation {metric} of "
+            f"{'the student row' if len(rows) == 1 else 'the student rows'} still rising grows by "
+            f"{_span(t['gain per doubling %'], '.1f')} % per doubling of the budget, so by the 1% rule "
+            f"{'it' if len(rows) == 1 else 'they'} would settle only after {_rough(t['x budget'].min())}"
+            + ("" if len(rows) == 1 else f" to {_rough(t['x budget'].max())}") + " times this budget")
+    students = [r for r in rows if r != alone]
+    if alone not in rows or not students:
+        return text
+    per = {r: trend.loc[r, "slope"] * np.log(2.0) for r in rows}
+    faster = [r for r in students if per[r] > per[alone]]
+    slower = [r for r in students if per[r] <= per[alone]]
+    text += (f". Per doubling, the student trained alone gains {per[alone]:+.4f} {metric} and "
+             f"{_join(students)} {_span(pd.Series([per[r] for r in students]), '+.4f')}")
+    if not slower:
+        return text + (": if the trends held, more epochs would move every distilled student further above "
+                       "the student alone, not close the gaps")
+    if not faster:
+        return text + (": if the trends held, more epochs would let the student alone catch up with every "
+                       "distilled student")
+    return text + (f": if the trends held, more epochs would favour {_join(faster)} and let the student alone "
+                   f"catch up with {_join(slower)}")
+
+
+def probe_sentences(probes: pd.DataFrame, predicted: "dict[str, float] | None" = None,
+                    metric: str = "N@50") -> dict[str, str]:
+    """The `budget_probes` table in words, {probe label: sentence}: its best validation `metric` against the
+    table run's (and what a `log_trend` predicted, when given), whether it still rose, and its paired test H@50
+    verdict against the table run."""
+    from .report import sentence, short_verdict
+
+    base = probes.loc["table run", f"best valid {metric}"]
+    out = {}
+    for label, p in probes.drop(index="table run").iterrows():
+        v = p[f"best valid {metric}"]
+        pred = (predicted or {}).get(label)
+        rising = ("still rising" if p["still rising"] == p["seeds"] else "settled" if not p["still rising"]
+                  else f"still rising on {int(p['still rising'])} of {int(p['seeds'])} seeds")
+        test = sentence({"verdict": short_verdict(p), "change %": p["change %"], "metric": "H@50",
+                         "lo": p["lo"], "hi": p["hi"]}, "the table run")
+        out[label] = (f"best validation {metric} {v:.4f} ({100 * (v / base - 1):+.1f} %"
+                      + (f"; the trend predicted {pred:.4f}" if pred is not None else "")
+                      + f"), {rising} at its end; on the test users the student is {test}")
+    return out
+
+
+def _span(values: pd.Series, fmt: str) -> str:
+    lo, hi = float(np.min(values)), float(np.max(values))
+    return format(lo, fmt) if format(lo, fmt) == format(hi, fmt) else f"{format(lo, fmt)} to {format(hi, fmt)}"
+
+
+def _rough(x: float) -> str:
+    """A large multiple in words, to one significant figure: 1,919 -> '2,000', 3.76e6 -> '4 million'."""
+    if x < 10:
+        return f"{x:.1f}"
+    r = float(f"{x:.1g}")
+    return f"{r / 1e6:,.0f} million" if r >= 1e6 else f"{r:,.0f}"

@@ -70,6 +70,27 @@ def learning_curves(curves, plateaus: dict, warmup_end: int, metrics=("N@50", "H
     return fig
 
 
+def probe_curves(base_run: dict, probe_runs, labels, role: str = "student", metric: str = "N@50",
+                 height: float = 3.2):
+    """Validation `metric` of one seed's table run of `role` and of its budget probes (labels: one per probe,
+    e.g. from `curves.probe_label`) over the epochs, warm-up included. Returns the figure."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+
+    from .curves import history_frame
+
+    frames = [history_frame(r, role).assign(run=label)
+              for r, label in [(base_run, "table run"), *zip(probe_runs, labels)]]
+    fig, ax = plt.subplots(figsize=figsize(height))
+    sns.lineplot(pd.concat(frames, ignore_index=True), x="epoch", y=metric, hue="run", lw=1, ax=ax)
+    ax.axvline(base_run["config"]["pretrain_epochs"] + base_run["config"]["epochs"], color="grey", ls=":", lw=1)
+    ax.set_ylabel(f"validation {metric}")
+    ax.legend(title=f"{role} alone", fontsize="x-small", title_fontsize="x-small")
+    fig.tight_layout()
+    return fig
+
+
 # ------------------------------------------------------------ paired intervals (chapters 4 and 5)
 VERDICT_COLORS = {"ahead": "tab:green", "behind": "tab:red", "n.d.": "tab:grey"}
 

@@ -1133,14 +1133,27 @@ def gamma_comparisons(runs: Sequence[Run], dataset: str, model: str, metric: str
     return pd.DataFrame(recs)
 
 
+def gamma_default(grid: pd.DataFrame, role: str) -> float:
+    """H@50 of `role` in the default cell (0.5, 0.5) of a `gamma_grid`."""
+    g = grid[(grid.role == role) & (grid.gamma_ts == 0.5) & (grid.gamma_st == 0.5)]
+    if g.empty:
+        raise ConfigError(f"the gamma grid has no default cell (0.5, 0.5) for the {role}: run the figure6 grid")
+    return float(g["H@50"].iloc[0])
+
+
+def gamma_tied(grid: pd.DataFrame, role: str) -> bool:
+    """Whether `role` has the same H@50 in every cell of a `gamma_grid` (nothing to compare, no best cell)."""
+    return grid[grid.role == role]["H@50"].nunique() == 1
+
+
 def gamma_words(grid: pd.DataFrame, cmp: pd.DataFrame, role: str) -> str:
     """Figure 6 for one role in words: the best cell and the default with the best cell's paired verdict, and
     how many of the eight other cells are ahead of the default, behind it or not distinguishable; or that the
     nine cells tie (then no cell is named best)."""
     g = grid[grid.role == role]
     best = g.loc[g["H@50"].idxmax()]
-    mid = float(g[(g.gamma_ts == 0.5) & (g.gamma_st == 0.5)]["H@50"].iloc[0])
-    if g["H@50"].nunique() == 1:
+    mid = gamma_default(grid, role)
+    if gamma_tied(grid, role):
         return f"the {role}'s H@50 is the same in all nine cells ({mid:.4f})"
     c = cmp[cmp.role == role]
     b = c[(c.gamma_ts == best.gamma_ts) & (c.gamma_st == best.gamma_st)]

@@ -7,7 +7,10 @@ import math
 import pandas as pd
 import pytest
 
-from ibd_lite.curves import (curve_summary, history_frame, plateau_epoch, plateau_sentence, plateau_table,
+from ibd_lite.curves import (budget_probes, curve_summary, history_frame, log_trend, plateau_epoch,
+                             plateau_sentence, plateau_table, predicted_best, probe_label, probe_predictions,
+                             probe_sentences,
+                             trend_sentence, trend_table,
                              table_curves, tail_gain)
 from ibd_lite.errors import ConfigError
 
@@ -183,3 +186,136 @@ def test_plateau_sentence_names_the_rising_rows_and_their_gains():
     assert plateau_sentence(_table({"CD": 2.0}, {})).startswith("every model was still rising")
     with pytest.raises(ConfigError, match="no rows"):
         plateau_sentence(_table({}, {}))
+
+
+# ------------------------------------------------------------------------------------------ beyond the budget
+def test_log_trend_recovers_an_exact_logarithm_and_the_budget_its_rule_would_need():
+    epochs = list(range(100, 1001, 100))
+    values = [0.01 + 0.002 * math.log(e) for e in epochs]
+    t = log_trend(epochs, values, since=0.5)                      # fitted on epochs 500..1000
+    assert t["slope"] == pytest.approx(0.002, rel=1e-9) and t["intercept"] == pytest.approx(0.01, rel=1e-7)
+    assert t["gain per doubling %"] == pytest.approx(100 * 0.002 * math.log(2) / values[-1])   # 5.82 %
+    assert t["gain per doubling %"] == pytest.approx(5.8209, abs=1e-4)
+    # tail gain of the trend b ln(1.25) / (a + b ln T) equals 1 % exactly at T*
+    T = t["budget for the rule"]
+    assert T == pytest.approx(math.exp((0.002 * math.log(1.25) / 0.01 - 0.01) / 0.002), rel=1e-6)   # 3.3e7
+    assert 0.002 * math.log(1.25) / predicted_best(t, T) == pytest.approx(0.01, rel=1e-9)
+    assert predicted_best(t, 2000) == pytest.approx(0.01 + 0.002 * math.log(2000), rel=1e-9)
+
+
+def test_log_trend_of_a_settled_curve_needs_no_more_budget():
+    # flat, over-fitting (the running best stays at the peak) and slow-but-high curves already meet the rule
+    assert log_trend([10, 20, 30, 40], [0.2] * 4)["budget for the rule"] == 40
+    over = log_trend([10, 20, 30, 40, 50], [0.1, 0.3, 0.25, 0.2, 0.2], since=0.4)
+    assert over["slope"] == pytest.approx(0.0, abs=1e-15) and over["budget for the rule"] == 50
+    slow = [1.0 + 0.001 * math.log(e) for e in (100, 200, 300, 400)]    # 0.1 * ln 1.25 / 1.006 < 1 %
+    assert log_trend([100, 200, 300, 400], slow, since=0.1)["budget for the rule"] == 400
+
+
+def test_log_trend_refuses_too_few_evaluations_and_a_bad_share():
+    with pytest.raises(ConfigError, match="at least 3 evaluations"):
+        log_trend([10, 20, 30, 40], [0.1, 0.2, 0.3, 0.4], since=0.6)      # only 30 and 40
+    with pytest.raises(ConfigError, match=r"since must be a share"):
+        log_trend([10, 20, 30], [0.1, 0.2, 0.3], since=1.0)
+
+
+def test_trend_table_gives_each_row_its_budget_as_a_multiple():
+    epochs = [100, 200, 300, 400]
+    f = pd.DataFrame({"row": ["Flat"] * 4 + ["Log"] * 4, "role": "x", "phase": "p", "epoch": epochs * 2,
+                      "N@50": [0.3] * 4 + [0.01 + 0.002 * math.log(e) for e in epochs]})
+    t = trend_table(f, since=0.2)
+    assert t.index.tolist() == ["Flat", "Log"] and t.loc["Flat", "x budget"] == 1.0
+    assert t.loc["Log", "x budget"] == pytest.approx(t.loc["Log", "budget for the rule"] / 400)
+    assert t.loc["Log", "x budget"] > 1e4
+
+
+def test_probe_label_names_what_changed():
+    base = {"pretrain_epochs": 600, "epochs": 1400, "lr_student": 0.002}
+    assert probe_label(dict(base, epochs=3400), base) == "4,000 epochs (2x)"
+    assert probe_label(dict(base, lr_student=0.005), base) == "lr 0.005 (2.5x)"
+    assert probe_label(dict(base, epochs=3400, lr_student=0.01), base) == "4,000 epochs (2x), lr 0.01 (5x)"
+    assert probe_label(dict(base), base) == "same as the table run"
+
+
+def _alone(seed, epochs, lr, curve, ranks):
+    from ibd_lite.codec import encode
+
+    hits = sum(r < 50 for r in ranks) / len(ranks)
+    return {"config": {"method": "student", "seed": seed, "pretrain_epochs": 10, "epochs": epochs,
+                       "lr_student": lr},
+            "history": [{"phase": "student", "epoch": 10 * (i + 1), "valid": _valid(student=(0.0, v))}
+                        for i, v in enumerate(curve)],
+            "models": {"student": {"test": {"H@50": hits}, "ranks": {"test": encode(ranks)}}}}
+
+
+def test_budget_probes_compare_each_probe_with_the_table_run_on_the_same_users():
+    base = _alone(0, 30, 0.002, [0.1, 0.2, 0.2, 0.2], [0, 100, 100, 100])              # test H@50 0.25
+    longer = _alone(0, 70, 0.002, [0.1, 0.2, 0.2, 0.2, 0.2, 0.2, 0.3, 0.4], [0, 0, 100, 100])   # 0.5
+    faster = _alone(0, 30, 0.01, [0.3, 0.3, 0.3, 0.3], [0, 100, 100, 100])              # same users hit
+    other_seed = _alone(5, 70, 0.002, [0.1] * 8, [0, 0, 0, 0])
+    t = budget_probes([base], [longer, faster, other_seed], n_boot=4000)
+    assert t.index.tolist() == ["table run", "80 epochs (2x)", "lr 0.01 (5x)"]
+    assert t["seeds"].tolist() == [1, 1, 1] and t["epochs"].tolist() == [40, 80, 40]
+    assert t[f"best valid N@50"].tolist() == [0.2, 0.4, 0.3] and t["best epoch"].tolist() == [20, 80, 10]
+    # the longer run's best gained 0.4 / 0.2 over its last 20 % (epochs 64..80): still rising
+    assert t.loc["80 epochs (2x)", "tail gain %"] == pytest.approx(100.0) and t["still rising"].tolist() == [0, 1, 0]
+    assert t["test H@50"].tolist() == [0.25, 0.5, 0.25]
+    # per-user differences (0, 1, 0, 0): mean 0.25 (+100 %); a bootstrap of 4 users spans 0 .. 0.75
+    row = t.loc["80 epochs (2x)"]
+    assert (row["test H@50 change"], row["change %"], row["lo"], row["hi"]) == (0.25, 100.0, 0.0, 0.75)
+    assert t.loc["lr 0.01 (5x)", ["test H@50 change", "lo", "hi"]].tolist() == [0.0, 0.0, 0.0]
+    assert pd.isna(t.loc["table run", "lo"])
+    # the table run's trend over epochs 20..40 (running best 0.2, 0.2, 0.2) is flat: 0.2 expected at epoch 80;
+    # the lr probe is not a longer budget, the other seed has no table run
+    assert probe_predictions([base], [longer, faster, other_seed]) == {"80 epochs (2x)": pytest.approx(0.2)}
+    with pytest.raises(ConfigError, match=r"shares a seed with the table runs \(seeds \[0\]\)"):
+        budget_probes([base], [other_seed])
+    with pytest.raises(ConfigError, match="no table run"):
+        budget_probes([], [longer])
+
+
+
+def _trend(slopes: dict[str, float], times: dict[str, float], pct: dict[str, float]) -> pd.DataFrame:
+    role = {r: "teacher" if "Teacher" in r else "student" for r in slopes}
+    return pd.DataFrame({"slope": slopes, "x budget": times, "gain per doubling %": pct, "role": role})
+
+
+def test_trend_sentence_says_how_far_off_the_plateau_is_and_which_way_the_gaps_move():
+    t = _trend({"Teacher": 0.0, "Student": 0.002, "CD": 0.008, "BD-Teacher": 0.003, "BD-Student": 0.005},
+               {"Teacher": 1.0, "Student": 1919.6, "CD": 3.76e6, "BD-Teacher": 1.0, "BD-Student": 6.4e5},
+               {"Teacher": 0.0, "Student": 4.74, "CD": 9.71, "BD-Teacher": 2.8, "BD-Student": 7.7})
+    s = trend_sentence(t, ["Student", "CD", "BD-Teacher", "BD-Student"])
+    ln2 = math.log(2)
+    assert s == ("fitted over the second half of the budget, the best validation N@50 of the student rows still "
+                 "rising grows by 4.7 to 9.7 % per doubling of the budget, so by the 1% rule they would settle only "
+                 "after 2,000 to 4 million times this budget. Per doubling, the student trained alone gains "
+                 f"{0.002 * ln2:+.4f} N@50 and CD and BD-Student {0.005 * ln2:+.4f} to {0.008 * ln2:+.4f}: if the "
+                 "trends held, more epochs would move every distilled student further above the student alone, "
+                 "not close the gaps")
+    slow = _trend({"Student": 0.004, "CD": 0.001, "RD": 0.006}, {"Student": 50, "CD": 3, "RD": 80},
+                  {"Student": 5, "CD": 1.5, "RD": 6})
+    assert trend_sentence(slow, ["Student", "CD"]).endswith(
+        "more epochs would let the student alone catch up with every distilled student")
+    assert trend_sentence(slow, ["Student", "CD", "RD"]).endswith(
+        "more epochs would favour RD and let the student alone catch up with CD")
+    one = trend_sentence(slow, ["CD"])
+    assert one.startswith("fitted over the second half of the budget, the best validation N@50 of the student "
+                          "row still rising grows by 1.5 % per doubling") and one.endswith("after 3.0 times this budget")
+    assert trend_sentence(t, ["BD-Teacher"]) == "" and trend_sentence(t, []) == ""
+
+
+def test_probe_sentences_state_each_probe_with_its_paired_verdict():
+    probes = pd.DataFrame({"seeds": [2, 2, 2], "best valid N@50": [0.04, 0.042, 0.036],
+                           "still rising": [2, 1, 0], "change %": [float("nan"), 3.0, -5.0],
+                           "lo": [float("nan"), 0.0005, -0.004], "hi": [float("nan"), 0.003, 0.001]},
+                          index=pd.Index(["table run", "4,000 epochs (2x)", "lr 0.01 (5x)"]))
+    s = probe_sentences(probes, predicted={"4,000 epochs (2x)": 0.0413})
+    assert s == {
+        "4,000 epochs (2x)": "best validation N@50 0.0420 (+5.0 %; the trend predicted 0.0413), still rising on "
+                             "1 of 2 seeds at its end; on the test users the student is ahead of the table run "
+                             "(+3.0 % H@50, 95% CI of the difference [+0.0005, +0.0030])",
+        "lr 0.01 (5x)": "best validation N@50 0.0360 (-10.0 %), settled at its end; on the test users the student "
+                        "is not distinguishable from the table run (-5.0 % H@50, 95% CI of the difference "
+                        "[-0.0040, +0.0010])"}
+    all_rising = probes.assign(**{"still rising": [2, 2, 2]})
+    assert "), still rising at its end;" in probe_sentences(all_rising)["lr 0.01 (5x)"]

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -154,6 +155,17 @@ def test_gamma_comparisons_pair_each_cell_with_the_default_over_users_and_seeds(
     assert set(same.verdict) == {"not distinguishable"}
     with pytest.raises(ConfigError, match=r"no default cell \(0.5, 0.5\)"):
         R.gamma_comparisons([r for r in grid if r.config["gamma_ts"] != 0.5], "synthetic", "neumf")
+
+
+def test_gamma_tied_and_default_read_one_role_of_the_grid():
+    cells = [(a, b) for a in R.GAMMAS for b in R.GAMMAS]
+    grid = pd.DataFrame([{"role": role, "gamma_ts": a, "gamma_st": b,
+                          "H@50": 0.1024 if role == "teacher" else 0.06 + 0.001 * i}
+                         for role in ("student", "teacher") for i, (a, b) in enumerate(cells)])
+    assert R.gamma_tied(grid, "teacher") and not R.gamma_tied(grid, "student")
+    assert R.gamma_default(grid, "student") == pytest.approx(0.064) and R.gamma_default(grid, "teacher") == 0.1024
+    with pytest.raises(ConfigError, match=r"no default cell \(0.5, 0.5\) for the student"):
+        R.gamma_default(grid[(grid.gamma_ts != 0.5)], "student")
 
 
 def test_chapter_7_findings_state_each_page_in_a_sentence_with_its_numbers():
