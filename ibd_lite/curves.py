@@ -350,6 +350,33 @@ def probe_sentences(probes: pd.DataFrame, predicted: "dict[str, float] | None" =
     return out
 
 
+def ceiling_sentence(probes: pd.DataFrame, metric: str = "N@50", tol: float = 0.01) -> str:
+    """What the probes that settled say about the table run: whether the rest it was still climbing towards
+    lies within `tol` of where they settled (its budget then costs it little), or above it. Empty when no
+    probe settled on all its seeds."""
+    col = f"best valid {metric}"
+    base = float(probes.loc["table run", col])
+    done = probes.drop(index="table run")
+    done = done[done["still rising"] == 0]
+    if done.empty:
+        return ""
+    top = done[col].idxmax()
+    level = float(done.loc[top, col])
+    who = f"{_join(list(done.index))} settled" if len(done) > 1 else f"{top} settled"
+    if level <= (1 + tol) * base:
+        return (f"{who} at a best validation {metric} of at most {level:.4f}, {_within(level, base)} the "
+                f"table run's {base:.4f}: the slow climb at the table run's rate nears the level larger steps reach "
+                f"sooner, so more epochs would add little to this student")
+    where = f", the highest ({top})" if len(done) > 1 else ""
+    return (f"{who}{where} at a best validation {metric} of {level:.4f}, {100 * (level / base - 1):.1f} % above "
+            f"the table run's {base:.4f}: at the table run's rate this student had not reached what it can, and more "
+            f"epochs or a larger rate would improve it")
+
+
+def _within(level: float, base: float) -> str:
+    return "no higher than" if level <= base else f"within {100 * (level / base - 1):.1f} % of"
+
+
 def _span(values: pd.Series, fmt: str) -> str:
     lo, hi = float(np.min(values)), float(np.max(values))
     return format(lo, fmt) if format(lo, fmt) == format(hi, fmt) else f"{format(lo, fmt)} to {format(hi, fmt)}"

@@ -165,6 +165,22 @@ def test_converged_chapters_show_only_seeds_whose_runs_all_finished(tmp_path):
     assert quick.seeds_in_store([0, 1, 2]) == [0, 1, 2]                  # other profiles train what is missing
 
 
+def test_converged_chapters_show_the_probes_of_seeds_whose_probes_all_finished(tmp_path):
+    from ibd_lite.experiments import experiment_configs
+
+    ch = book.start_chapter("converged", "cpu", "cdae", 0, dataset="citeulike-t", method="student")
+    ch.out_dir = tmp_path
+    assert ch.probe_runs("budget", range(5)) == []                      # nothing stored: nothing shown or trained
+    probes = experiment_configs("budget", profile="converged", dataset="citeulike-t", model="cdae", seeds=[0, 1],
+                                device="cpu")
+    for c in probes[:5]:                                                # seed 1 lacks its last probe
+        _fake_result(tmp_path / "budget", 1.0, **c)
+    got = ch.probe_runs("budget", range(5))
+    assert [(r["config"]["seed"], r["config"]["epochs"], r["config"]["lr_student"]) for r in got] == [
+        (0, 3400, 0.002), (0, 1400, 0.005), (0, 1400, 0.01)]
+    assert not list(tmp_path.glob("budget/*-s2-*.json"))                # converged never trains in the book
+
+
 def test_seeds_note_is_provisional_until_enough_seeds_finished():
     assert book.seeds_note([0, 1, 2, 3, 4], range(5)) == "This comparison rests on 5 seeds (0, 1, 2, 3, 4)."
     part = book.seeds_note([0, 3], range(5))

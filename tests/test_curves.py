@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from ibd_lite.curves import (budget_probes, curve_summary, history_frame, log_trend, plateau_epoch,
+from ibd_lite.curves import (budget_probes, ceiling_sentence, curve_summary, history_frame, log_trend, plateau_epoch,
                              plateau_sentence, plateau_table, predicted_best, probe_label, probe_predictions,
                              probe_sentences,
                              trend_sentence, trend_table,
@@ -319,3 +319,24 @@ def test_probe_sentences_state_each_probe_with_its_paired_verdict():
                         "[-0.0040, +0.0010])"}
     all_rising = probes.assign(**{"still rising": [2, 2, 2]})
     assert "), still rising at its end;" in probe_sentences(all_rising)["lr 0.01 (5x)"]
+
+
+
+def test_ceiling_sentence_compares_the_settled_probes_with_the_table_run():
+    probes = pd.DataFrame({"best valid N@50": [0.0387, 0.0400, 0.0390, 0.0381], "still rising": [1, 1, 0, 0]},
+                          index=pd.Index(["table run", "4,000 epochs (2x)", "lr 0.005 (2.5x)", "lr 0.01 (5x)"]))
+    assert ceiling_sentence(probes) == (
+        "lr 0.005 (2.5x) and lr 0.01 (5x) settled at a best validation N@50 of at most 0.0390, within 0.8 % of "
+        "the table run's 0.0387: the slow climb at the table run's rate nears the level larger steps reach "
+        "sooner, so more epochs would add little to this student")
+    low = probes.assign(**{"best valid N@50": [0.0387, 0.04, 0.0380, 0.0381]})
+    assert "at most 0.0381, no higher than the table run's 0.0387" in ceiling_sentence(low)
+    high = probes.assign(**{"best valid N@50": [0.0387, 0.04, 0.0420, 0.0381]}).drop(index="lr 0.01 (5x)")
+    assert ceiling_sentence(high) == (
+        "lr 0.005 (2.5x) settled at a best validation N@50 of 0.0420, 8.5 % above the table "
+        "run's 0.0387: at the table run's rate this student had not reached what it can, and more epochs or a "
+        "larger rate would improve it")
+    both = probes.assign(**{"best valid N@50": [0.0387, 0.04, 0.0420, 0.0400]})
+    assert ceiling_sentence(both).startswith("lr 0.005 (2.5x) and lr 0.01 (5x) settled, the highest (lr 0.005 "
+                                             "(2.5x)) at a best validation N@50 of 0.0420, 8.5 % above")
+    assert ceiling_sentence(probes.assign(**{"still rising": [1, 1, 1, 2]})) == ""
