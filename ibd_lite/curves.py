@@ -261,6 +261,7 @@ def budget_probes(base_runs: Sequence[dict], probe_runs: Sequence[dict], role: s
         rec = {"seeds": len(seeds), "epochs": mine[0]["config"]["pretrain_epochs"] + mine[0]["config"]["epochs"],
                "lr": mine[0]["config"][f"lr_{role}"], f"best valid {metric}": np.mean([s["best"] for s in summaries]),
                "best epoch": np.mean([s["best epoch"] for s in summaries]),
+               "plateau epoch": np.mean([s["plateau epoch"] for s in summaries]),
                "tail gain %": np.mean([s["tail gain %"] for s in summaries]),
                "still rising": sum(s["still rising"] for s in summaries),
                "test H@50": np.mean([r["models"][role]["test"]["H@50"] for r in mine])}
@@ -351,30 +352,49 @@ def probe_sentences(probes: pd.DataFrame, predicted: "dict[str, float] | None" =
 
 
 def ceiling_sentence(probes: pd.DataFrame, metric: str = "N@50", tol: float = 0.01) -> str:
-    """What the probes that settled say about the table run: whether the rest it was still climbing towards
-    lies within `tol` of where they settled (its budget then costs it little), or above it. Empty when no
-    probe settled on all its seeds."""
+    """What the probes that settled (on all their seeds) say about the table run: where each settled against
+    the table run's best validation `metric`, and whether the highest of them lies within `tol` of it (more
+    training would add little) or above it (then: by more epochs, or by a larger rate). Empty when none
+    settled."""
     col = f"best valid {metric}"
     base = float(probes.loc["table run", col])
     done = probes.drop(index="table run")
     done = done[done["still rising"] == 0]
     if done.empty:
         return ""
+    where = ", ".join(f"{label} at {v:.4f} ({100 * (v / base - 1):+.1f} %)" for label, v in done[col].items())
     top = done[col].idxmax()
     level = float(done.loc[top, col])
-    who = f"{_join(list(done.index))} settled" if len(done) > 1 else f"{top} settled"
+    text = (f"{'every probe' if len(done) == len(probes) - 1 else _join(list(done.index))} settled, on a best "
+            f"validation {metric} against the table run's {base:.4f}: {where}")
     if level <= (1 + tol) * base:
-        return (f"{who} at a best validation {metric} of at most {level:.4f}, {_within(level, base)} the "
-                f"table run's {base:.4f}: the slow climb at the table run's rate nears the level larger steps reach "
-                f"sooner, so more epochs would add little to this student")
-    where = f", the highest ({top})" if len(done) > 1 else ""
-    return (f"{who}{where} at a best validation {metric} of {level:.4f}, {100 * (level / base - 1):.1f} % above "
-            f"the table run's {base:.4f}: at the table run's rate this student had not reached what it can, and more "
-            f"epochs or a larger rate would improve it")
+        return text + (". The table run was already within 1% of the highest of these levels, so more training "
+                       "would add little to this student")
+    how = "more epochs" if done.loc[top, "lr"] == probes.loc["table run", "lr"] else "a larger learning rate"
+    return text + (f". The table run stopped {100 * (level / base - 1):.1f} % below the highest of these, which "
+                   f"{how} reached: its budget cost this student that much on validation")
 
 
-def _within(level: float, base: float) -> str:
-    return "no higher than" if level <= base else f"within {100 * (level / base - 1):.1f} % of"
+def trend_check(trend: pd.DataFrame, probes: pd.DataFrame, predicted: dict[str, float], row: str = "Student",
+                metric: str = "N@50") -> str:
+    """The trend of `row` (a `trend_table` line) against the probe that only trained longer: what it forecast
+    (best value, budget to settle) and what the probe measured. Empty without such a probe."""
+    label = next((p for p in predicted if p in probes.index), None)
+    if label is None or row not in trend.index:
+        return ""
+    p, base = probes.loc[label], probes.loc["table run"]
+    factor = p["epochs"] / base["epochs"]
+    needed = float(trend.loc[row, "x budget"])
+    settle = "that it had settled" if needed <= 1 else f"{_rough(needed)} times the budget to settle"
+    text = (f"for the student alone the trend forecast a best validation {metric} of {predicted[label]:.4f} at "
+            f"{factor:g} times the budget, and {settle}; the probe reached {p[f'best valid {metric}']:.4f}")
+    if p["still rising"]:
+        return text + " and was still rising"
+    text += f" and settled by epoch {p['plateau epoch']:,.0f}"
+    if needed > factor:
+        text += (": the curve bends over sooner than a logarithm, so the trends above overstate how far the "
+                 "rows are from settling")
+    return text
 
 
 def _span(values: pd.Series, fmt: str) -> str:

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from ibd_lite.curves import (budget_probes, ceiling_sentence, curve_summary, history_frame, log_trend, plateau_epoch,
+from ibd_lite.curves import (budget_probes, ceiling_sentence, trend_check, curve_summary, history_frame, log_trend, plateau_epoch,
                              plateau_sentence, plateau_table, predicted_best, probe_label, probe_predictions,
                              probe_sentences,
                              trend_sentence, trend_table,
@@ -257,6 +257,7 @@ def test_budget_probes_compare_each_probe_with_the_table_run_on_the_same_users()
     assert t.index.tolist() == ["table run", "80 epochs (2x)", "lr 0.01 (5x)"]
     assert t["seeds"].tolist() == [1, 1, 1] and t["epochs"].tolist() == [40, 80, 40]
     assert t[f"best valid N@50"].tolist() == [0.2, 0.4, 0.3] and t["best epoch"].tolist() == [20, 80, 10]
+    assert t["plateau epoch"].tolist() == [20, 80, 10]
     # the longer run's best gained 0.4 / 0.2 over its last 20 % (epochs 64..80): still rising
     assert t.loc["80 epochs (2x)", "tail gain %"] == pytest.approx(100.0) and t["still rising"].tolist() == [0, 1, 0]
     assert t["test H@50"].tolist() == [0.25, 0.5, 0.25]
@@ -323,20 +324,37 @@ def test_probe_sentences_state_each_probe_with_its_paired_verdict():
 
 
 def test_ceiling_sentence_compares_the_settled_probes_with_the_table_run():
-    probes = pd.DataFrame({"best valid N@50": [0.0387, 0.0400, 0.0390, 0.0381], "still rising": [1, 1, 0, 0]},
+    probes = pd.DataFrame({"best valid N@50": [0.0387, 0.0396, 0.0390, 0.0381], "still rising": [1, 0, 0, 0],
+                           "lr": [0.002, 0.002, 0.005, 0.01]},
                           index=pd.Index(["table run", "4,000 epochs (2x)", "lr 0.005 (2.5x)", "lr 0.01 (5x)"]))
     assert ceiling_sentence(probes) == (
-        "lr 0.005 (2.5x) and lr 0.01 (5x) settled at a best validation N@50 of at most 0.0390, within 0.8 % of "
-        "the table run's 0.0387: the slow climb at the table run's rate nears the level larger steps reach "
-        "sooner, so more epochs would add little to this student")
-    low = probes.assign(**{"best valid N@50": [0.0387, 0.04, 0.0380, 0.0381]})
-    assert "at most 0.0381, no higher than the table run's 0.0387" in ceiling_sentence(low)
-    high = probes.assign(**{"best valid N@50": [0.0387, 0.04, 0.0420, 0.0381]}).drop(index="lr 0.01 (5x)")
-    assert ceiling_sentence(high) == (
-        "lr 0.005 (2.5x) settled at a best validation N@50 of 0.0420, 8.5 % above the table "
-        "run's 0.0387: at the table run's rate this student had not reached what it can, and more epochs or a "
-        "larger rate would improve it")
-    both = probes.assign(**{"best valid N@50": [0.0387, 0.04, 0.0420, 0.0400]})
-    assert ceiling_sentence(both).startswith("lr 0.005 (2.5x) and lr 0.01 (5x) settled, the highest (lr 0.005 "
-                                             "(2.5x)) at a best validation N@50 of 0.0420, 8.5 % above")
+        "every probe settled, on a best validation N@50 against the table run's 0.0387: 4,000 epochs (2x) at "
+        "0.0396 (+2.3 %), lr 0.005 (2.5x) at 0.0390 (+0.8 %), lr 0.01 (5x) at 0.0381 (-1.6 %). The table run "
+        "stopped 2.3 % below the highest of these, which more epochs reached: its budget cost this student that "
+        "much on validation")
+    lr_top = probes.assign(**{"best valid N@50": [0.0387, 0.0380, 0.0420, 0.0381]})
+    assert ceiling_sentence(lr_top).endswith("8.5 % below the highest of these, which a larger learning rate "
+                                             "reached: its budget cost this student that much on validation")
+    close = probes.assign(**{"still rising": [1, 1, 0, 0]})
+    assert ceiling_sentence(close) == (
+        "lr 0.005 (2.5x) and lr 0.01 (5x) settled, on a best validation N@50 against the table run's 0.0387: "
+        "lr 0.005 (2.5x) at 0.0390 (+0.8 %), lr 0.01 (5x) at 0.0381 (-1.6 %). The table run was already within "
+        "1% of the highest of these levels, so more training would add little to this student")
     assert ceiling_sentence(probes.assign(**{"still rising": [1, 1, 1, 2]})) == ""
+
+
+def test_trend_check_sets_the_forecast_against_the_longer_probe():
+    trend = pd.DataFrame({"x budget": [1919.6]}, index=pd.Index(["Student"]))
+    probes = pd.DataFrame({"epochs": [2000, 4000, 2000], "best valid N@50": [0.0387, 0.0396, 0.039],
+                           "still rising": [1, 0, 0], "plateau epoch": [1790, 3070, 940]},
+                          index=pd.Index(["table run", "4,000 epochs (2x)", "lr 0.005 (2.5x)"]))
+    assert trend_check(trend, probes, {"4,000 epochs (2x)": 0.0405}) == (
+        "for the student alone the trend forecast a best validation N@50 of 0.0405 at 2 times the budget, and "
+        "2,000 times the budget to settle; the probe reached 0.0396 and settled by epoch 3,070: the curve bends "
+        "over sooner than a logarithm, so the trends above overstate how far the rows are from settling")
+    rising = probes.assign(**{"still rising": [1, 1, 0]})
+    assert trend_check(trend, rising, {"4,000 epochs (2x)": 0.0405}).endswith("reached 0.0396 and was still rising")
+    settled = trend_check(trend.assign(**{"x budget": [1.0]}), probes, {"4,000 epochs (2x)": 0.0405})
+    assert settled == ("for the student alone the trend forecast a best validation N@50 of 0.0405 at 2 times the "
+                       "budget, and that it had settled; the probe reached 0.0396 and settled by epoch 3,070")
+    assert trend_check(trend, probes, {}) == ""
