@@ -309,8 +309,8 @@ def trend_sentence(trend: pd.DataFrame, rising: Sequence[str], metric: str = "N@
     text = (f"fitted over the second half of the budget, the best validation {metric} of "
             f"{'the student row' if len(rows) == 1 else 'the student rows'} still rising grows by "
             f"{_span(t['gain per doubling %'], '.1f')} % per doubling of the budget, so by the 1% rule "
-            f"{'it' if len(rows) == 1 else 'they'} would settle only after {_rough(t['x budget'].min())}"
-            + ("" if len(rows) == 1 else f" to {_rough(t['x budget'].max())}") + " times this budget")
+            f"{'it' if len(rows) == 1 else 'they'} would settle only after {rough_multiple(t['x budget'].min())}"
+            + ("" if len(rows) == 1 else f" to {rough_multiple(t['x budget'].max())}") + " times this budget")
     students = [r for r in rows if r != alone]
     if alone not in rows or not students:
         return text
@@ -368,11 +368,11 @@ def ceiling_sentence(probes: pd.DataFrame, metric: str = "N@50", tol: float = 0.
     text = (f"{'every probe' if len(done) == len(probes) - 1 else _join(list(done.index))} settled, on a best "
             f"validation {metric} against the table run's {base:.4f}: {where}")
     if level <= (1 + tol) * base:
-        return text + (". The table run was already within 1% of the highest of these levels, so more training "
-                       "would add little to this student")
+        return text + (". The table run was already within 1% of the highest level a probe settled at, so more "
+                       "training would add little to this student")
     how = "more epochs" if done.loc[top, "lr"] == probes.loc["table run", "lr"] else "a larger learning rate"
-    return text + (f". The table run stopped {100 * (level / base - 1):.1f} % below the highest of these, which "
-                   f"{how} reached: its budget cost this student that much on validation")
+    return text + (f". The table run stopped {100 * (level / base - 1):.1f} % below the highest level a probe "
+                   f"settled at, reached with {how}: its budget cost this student that much on validation")
 
 
 def trend_check(trend: pd.DataFrame, probes: pd.DataFrame, predicted: dict[str, float], row: str = "Student",
@@ -385,7 +385,7 @@ def trend_check(trend: pd.DataFrame, probes: pd.DataFrame, predicted: dict[str, 
     p, base = probes.loc[label], probes.loc["table run"]
     factor = p["epochs"] / base["epochs"]
     needed = float(trend.loc[row, "x budget"])
-    settle = "that it had settled" if needed <= 1 else f"{_rough(needed)} times the budget to settle"
+    settle = "that it had settled" if needed <= 1 else f"{rough_multiple(needed)} times the budget to settle"
     text = (f"for the student alone the trend forecast a best validation {metric} of {predicted[label]:.4f} at "
             f"{factor:g} times the budget, and {settle}; the probe reached {p[f'best valid {metric}']:.4f}")
     if p["still rising"]:
@@ -402,7 +402,7 @@ def _span(values: pd.Series, fmt: str) -> str:
     return format(lo, fmt) if format(lo, fmt) == format(hi, fmt) else f"{format(lo, fmt)} to {format(hi, fmt)}"
 
 
-def _rough(x: float) -> str:
+def rough_multiple(x: float) -> str:
     """A large multiple in words, to one significant figure: 1,919 -> '2,000', 3.76e6 -> '4 million'."""
     if x < 10:
         return f"{x:.1f}"

@@ -7,11 +7,10 @@ import math
 import pandas as pd
 import pytest
 
-from ibd_lite.curves import (budget_probes, ceiling_sentence, trend_check, curve_summary, history_frame, log_trend, plateau_epoch,
-                             plateau_sentence, plateau_table, predicted_best, probe_label, probe_predictions,
-                             probe_sentences,
-                             trend_sentence, trend_table,
-                             table_curves, tail_gain)
+from ibd_lite.curves import (budget_probes, ceiling_sentence, curve_summary, history_frame, log_trend,
+                             plateau_epoch, plateau_sentence, plateau_table, predicted_best, probe_label,
+                             probe_predictions, probe_sentences, rough_multiple, table_curves, tail_gain,
+                             trend_check, trend_sentence, trend_table)
 from ibd_lite.errors import ConfigError
 
 
@@ -330,16 +329,17 @@ def test_ceiling_sentence_compares_the_settled_probes_with_the_table_run():
     assert ceiling_sentence(probes) == (
         "every probe settled, on a best validation N@50 against the table run's 0.0387: 4,000 epochs (2x) at "
         "0.0396 (+2.3 %), lr 0.005 (2.5x) at 0.0390 (+0.8 %), lr 0.01 (5x) at 0.0381 (-1.6 %). The table run "
-        "stopped 2.3 % below the highest of these, which more epochs reached: its budget cost this student that "
-        "much on validation")
+        "stopped 2.3 % below the highest level a probe settled at, reached with more epochs: its budget cost this "
+        "student that much on validation")
     lr_top = probes.assign(**{"best valid N@50": [0.0387, 0.0380, 0.0420, 0.0381]})
-    assert ceiling_sentence(lr_top).endswith("8.5 % below the highest of these, which a larger learning rate "
-                                             "reached: its budget cost this student that much on validation")
+    assert ceiling_sentence(lr_top).endswith("8.5 % below the highest level a probe settled at, reached with a "
+                                             "larger learning rate: its budget cost this student that much on "
+                                             "validation")
     close = probes.assign(**{"still rising": [1, 1, 0, 0]})
     assert ceiling_sentence(close) == (
         "lr 0.005 (2.5x) and lr 0.01 (5x) settled, on a best validation N@50 against the table run's 0.0387: "
         "lr 0.005 (2.5x) at 0.0390 (+0.8 %), lr 0.01 (5x) at 0.0381 (-1.6 %). The table run was already within "
-        "1% of the highest of these levels, so more training would add little to this student")
+        "1% of the highest level a probe settled at, so more training would add little to this student")
     assert ceiling_sentence(probes.assign(**{"still rising": [1, 1, 1, 2]})) == ""
 
 
@@ -358,3 +358,9 @@ def test_trend_check_sets_the_forecast_against_the_longer_probe():
     assert settled == ("for the student alone the trend forecast a best validation N@50 of 0.0405 at 2 times the "
                        "budget, and that it had settled; the probe reached 0.0396 and settled by epoch 3,070")
     assert trend_check(trend, probes, {}) == ""
+
+
+
+def test_rough_multiple_rounds_to_one_significant_figure():
+    assert [rough_multiple(x) for x in (1.0, 2.46, 12.3, 1919.6, 93412.9, 639733.1, 3762975.4, 2.6e7)] == [
+        "1.0", "2.5", "10", "2,000", "90,000", "600,000", "4 million", "30 million"]
