@@ -352,27 +352,31 @@ def probe_sentences(probes: pd.DataFrame, predicted: "dict[str, float] | None" =
 
 
 def ceiling_sentence(probes: pd.DataFrame, metric: str = "N@50", tol: float = 0.01) -> str:
-    """What the probes that settled (on all their seeds) say about the table run: where each settled against
-    the table run's best validation `metric`, and whether the highest of them lies within `tol` of it (more
-    training would add little) or above it (then: by more epochs, or by a larger rate). Empty when none
-    settled."""
+    """What the probes say about the table run: where those that settled (on all their seeds) levelled off, and
+    whether the best level any probe reached lies more than `tol` above the table run's best validation `metric`
+    (then its budget cost the student that much, at least while that probe was still rising) or within `tol`
+    (more training would add little; said only when a probe settled). Empty when neither can be said."""
     col = f"best valid {metric}"
     base = float(probes.loc["table run", col])
-    done = probes.drop(index="table run")
-    done = done[done["still rising"] == 0]
-    if done.empty:
-        return ""
-    where = ", ".join(f"{label} at {v:.4f} ({100 * (v / base - 1):+.1f} %)" for label, v in done[col].items())
-    top = done[col].idxmax()
-    level = float(done.loc[top, col])
-    text = (f"{'every probe' if len(done) == len(probes) - 1 else _join(list(done.index))} settled, on a best "
-            f"validation {metric} against the table run's {base:.4f}: {where}")
-    if level <= (1 + tol) * base:
-        return text + (". The table run was already within 1% of the highest level a probe settled at, so more "
-                       "training would add little to this student")
-    how = "more epochs" if done.loc[top, "lr"] == probes.loc["table run", "lr"] else "a larger learning rate"
-    return text + (f". The table run stopped {100 * (level / base - 1):.1f} % below the highest level a probe "
-                   f"settled at, reached with {how}: its budget cost this student that much on validation")
+    others = probes.drop(index="table run")
+    done = others[others["still rising"] == 0]
+    top = others[col].idxmax()
+    level, rising = float(others.loc[top, col]), int(others.loc[top, "still rising"])
+    parts = []
+    if not done.empty:
+        where = ", ".join(f"{label} at {v:.4f} ({100 * (v / base - 1):+.1f} %)" for label, v in done[col].items())
+        parts.append(f"{'every probe' if len(done) == len(others) else _join(list(done.index))} settled, on a "
+                     f"best validation {metric} against the table run's {base:.4f}: {where}")
+    if level > (1 + tol) * base:
+        how = "more epochs" if others.loc[top, "lr"] == probes.loc["table run", "lr"] else "a larger learning rate"
+        still = (f", and still rising on {rising} of {int(others.loc[top, 'seeds'])} seeds" if rising else "")
+        parts.append(f"the table run stopped {100 * (level / base - 1):.1f} % below the best level a probe reached "
+                     f"({top}, with {how}{still}): its budget cost this student {'at least ' if rising else ''}"
+                     "that much on validation")
+    elif not done.empty:
+        parts.append("the table run was within 1% of every probe's best level, so more training would add little "
+                     "to this student")
+    return ". ".join(p[:1].upper() + p[1:] if i else p for i, p in enumerate(parts))
 
 
 def trend_check(trend: pd.DataFrame, probes: pd.DataFrame, predicted: dict[str, float], row: str = "Student",
@@ -389,7 +393,8 @@ def trend_check(trend: pd.DataFrame, probes: pd.DataFrame, predicted: dict[str, 
     text = (f"for the student alone the trend forecast a best validation {metric} of {predicted[label]:.4f} at "
             f"{factor:g} times the budget, and {settle}; the probe reached {p[f'best valid {metric}']:.4f}")
     if p["still rising"]:
-        return text + " and was still rising"
+        seeds = int(p.get("seeds", 1))
+        return text + " and was still rising" + (f" on {int(p['still rising'])} of {seeds} seeds" if seeds > 1 else "")
     text += f" and settled by epoch {p['plateau epoch']:,.0f}"
     if needed > factor:
         text += (": the curve bends over sooner than a logarithm, so the trends above overstate how far the "
