@@ -365,7 +365,8 @@ def ceiling_sentence(probes: pd.DataFrame, metric: str = "N@50", tol: float = 0.
     parts = []
     if not done.empty:
         where = ", ".join(f"{label} at {v:.4f} ({100 * (v / base - 1):+.1f} %)" for label, v in done[col].items())
-        parts.append(f"{'every probe' if len(done) == len(others) else _join(list(done.index))} settled, on a "
+        who = "every probe" if len(done) == len(others) else f"of the probes, {_join(list(done.index))}"
+        parts.append(f"{who} settled, on a "
                      f"best validation {metric} against the table run's {base:.4f}: {where}")
     if level > (1 + tol) * base:
         how = "more epochs" if others.loc[top, "lr"] == probes.loc["table run", "lr"] else "a larger learning rate"
