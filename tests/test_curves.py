@@ -338,8 +338,8 @@ def test_ceiling_sentence_compares_the_probes_with_the_table_run():
     partly = probes.assign(**{"still rising": [1, 1, 1, 0], "best valid N@50": [0.0385, 0.0395, 0.0386, 0.0371]})
     assert ceiling_sentence(partly) == (
         "of the probes, lr 0.01 (5x) settled, on a best validation N@50 against the table run's 0.0385: lr 0.01 "
-        "(5x) at 0.0371 "
-        "(-3.6 %). The table run stopped 2.6 % below the best level a probe reached (4,000 epochs (2x), with "
+        "(5x) at 0.0371 (-3.6 %). The table run stopped 2.6 % below the best level a probe reached (4,000 epochs "
+        "(2x), with "
         "more epochs, and still rising on 1 of 2 seeds): its budget cost this student at least that much on "
         "validation")
     close = probes.assign(**{"best valid N@50": [0.0387, 0.0389, 0.0390, 0.0381]})
