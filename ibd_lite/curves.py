@@ -14,7 +14,6 @@ running best at the end against the running best at the last evaluation at or be
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -239,7 +238,7 @@ def budget_probes(base_runs: Sequence[dict], probe_runs: Sequence[dict], role: s
     seeds both have: best validation `metric`, its epoch, the last-`tail` gain, test H@50, and the probe's
     paired test H@50 difference to the table run (bootstrap over users, seeds pooled). One line per setting,
     the table run first; values are means over the seeds."""
-    from .report import Run
+    from .codec import decode
     from .stats import paired_difference
 
     base_by_seed = {r["config"]["seed"]: r for r in base_runs}
@@ -266,8 +265,9 @@ def budget_probes(base_runs: Sequence[dict], probe_runs: Sequence[dict], role: s
                "still rising": sum(s["still rising"] for s in summaries),
                "test H@50": np.mean([r["models"][role]["test"]["H@50"] for r in mine])}
         if runs:
-            d = paired_difference([Run(Path(), base_by_seed[s]).ranks(role) for s in seeds],
-                                  [Run(Path(), r).ranks(role) for r in sorted(runs, key=lambda r: r["config"]["seed"])],
+            mine_by_seed = {r["config"]["seed"]: r for r in runs}
+            d = paired_difference([decode(base_by_seed[s]["models"][role]["ranks"]["test"]) for s in seeds],
+                                  [decode(mine_by_seed[s]["models"][role]["ranks"]["test"]) for s in seeds],
                                   "H@50", n_boot=n_boot)
             rec.update({"test H@50 change": d["mean"], "lo": d["lo"], "hi": d["hi"], "change %": d["rel_pct"]})
         recs[label] = rec
@@ -308,7 +308,7 @@ def trend_sentence(trend: pd.DataFrame, rising: Sequence[str], metric: str = "N@
     t = trend.loc[rows]
     text = (f"fitted over the second half of the budget, the best validation {metric} of "
             f"{'the student row' if len(rows) == 1 else 'the student rows'} still rising grows by "
-            f"{_span(t['gain per doubling %'], '.1f')} % per doubling of the budget, so by the 1% rule "
+            f"{value_span(t['gain per doubling %'], '.1f')} % per doubling of the budget, so by the 1% rule "
             f"{'it' if len(rows) == 1 else 'they'} would settle only after {rough_multiple(t['x budget'].min())}"
             + ("" if len(rows) == 1 else f" to {rough_multiple(t['x budget'].max())}") + " times this budget")
     students = [r for r in rows if r != alone]
@@ -318,7 +318,7 @@ def trend_sentence(trend: pd.DataFrame, rising: Sequence[str], metric: str = "N@
     faster = [r for r in students if per[r] > per[alone]]
     slower = [r for r in students if per[r] <= per[alone]]
     text += (f". Per doubling, the student trained alone gains {per[alone]:+.4f} {metric} and "
-             f"{_join(students)} {_span(pd.Series([per[r] for r in students]), '+.4f')}")
+             f"{_join(students)} {value_span([per[r] for r in students], '+.4f')}")
     if not slower:
         return text + (": if the trends held, more epochs would move every distilled student further above "
                        "the student alone, not close the gaps")
@@ -403,9 +403,11 @@ def trend_check(trend: pd.DataFrame, probes: pd.DataFrame, predicted: dict[str, 
     return text
 
 
-def _span(values: pd.Series, fmt: str) -> str:
-    lo, hi = float(np.min(values)), float(np.max(values))
-    return format(lo, fmt) if format(lo, fmt) == format(hi, fmt) else f"{format(lo, fmt)} to {format(hi, fmt)}"
+def value_span(values: Sequence[float], fmt: str, sep: str = " to ") -> str:
+    """'lo to hi' of some values in a format spec (e.g. '.2f'), or the one value when they agree at that
+    precision."""
+    lo, hi = format(float(np.min(values)), fmt), format(float(np.max(values)), fmt)
+    return lo if lo == hi else f"{lo}{sep}{hi}"
 
 
 def rough_multiple(x: float) -> str:

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from . import experiments as E
 from .codec import compact, decode
+from .curves import value_span
 from .config import PROFILES, make_config, resolve_device
 from .errors import ConfigError, choice_error
 from .provenance import REPO, usable_cores
@@ -995,8 +996,8 @@ def analyses_findings(runs: Sequence[Run], profile: str, seeds: int | None = Non
             ratio = (t.xs("ibd", level="method")["distill_s"] / t.xs("bd", level="method")["distill_s"]).dropna()
             warm = (t["pretrain_s"] / t[list(TIMING_FIELDS)].sum(axis=1)).xs("bd", level="method")
             out[title] = (f"over {len(ratio)} (dataset, base model) cell{'s' * (len(ratio) != 1)}, iBD's "
-                          f"distillation phase took {_span(ratio, '{:.2f}')}× the wall time of BD's, and the "
-                          f"warm-up was {_span(100 * warm, '{:.0f}')} % of a BD run's time "
+                          f"distillation phase took {value_span(ratio, '.2f', '–')}× the wall time of BD's, and the "
+                          f"warm-up was {value_span(100 * warm, '.0f', '–')} % of a BD run's time "
                           f"({st.finished_runs} runs, {', '.join(hardware(mine))}).")
             continue
         data, model = data_name(p["dataset"], profile), p["model"]
@@ -1019,12 +1020,6 @@ def analyses_findings(runs: Sequence[Run], profile: str, seeds: int | None = Non
                           f"corrected a share {s['student']:.3f} at the next round's check and the teacher "
                           f"{s['teacher']:.3f}.")
     return out
-
-
-def _span(values: pd.Series, fmt: str) -> str:
-    """'lo–hi' of some values in a format, or the one value when they agree at that precision."""
-    lo, hi = fmt.format(values.min()), fmt.format(values.max())
-    return lo if lo == hi else f"{lo}–{hi}"
 
 
 def curves(runs: Sequence[Run], dataset: str, model: str) -> pd.DataFrame:

@@ -10,7 +10,7 @@ import pytest
 from ibd_lite.curves import (budget_probes, ceiling_sentence, curve_summary, history_frame, log_trend,
                              plateau_epoch, plateau_sentence, plateau_table, predicted_best, probe_label,
                              probe_predictions, probe_sentences, rough_multiple, table_curves, tail_gain,
-                             trend_check, trend_sentence, trend_table)
+                             trend_check, trend_sentence, trend_table, value_span)
 from ibd_lite.errors import ConfigError
 
 
@@ -374,3 +374,10 @@ def test_trend_check_sets_the_forecast_against_the_longer_probe():
 def test_rough_multiple_rounds_to_one_significant_figure():
     assert [rough_multiple(x) for x in (1.0, 2.46, 12.3, 1919.6, 93412.9, 639733.1, 3762975.4, 2.6e7)] == [
         "1.0", "2.5", "10", "2,000", "90,000", "600,000", "4 million", "30 million"]
+
+
+
+def test_value_span_gives_one_value_when_the_ends_agree_at_the_precision():
+    assert value_span([4.74, 9.71, 6.4], ".1f") == "4.7 to 9.7"
+    assert value_span(pd.Series([0.891, 0.994]), ".2f", "–") == "0.89–0.99"
+    assert value_span([0.501, 0.499], ".2f", "–") == "0.50"
