@@ -198,8 +198,9 @@ def log_trend(epochs: Sequence[float], values: Sequence[float], since: float = 0
     span = -np.log(1.0 - tail)
     level = a + b * np.log(e[-1])
     settles = float(e[-1]) if b <= 0 or b * span <= tol * level else float(np.exp((b * span / tol - a) / b))
-    return {"intercept": float(a), "slope": float(b), "gain per doubling %": 100.0 * b * np.log(2.0) / best[-1]
-            if best[-1] > 0 else 0.0, "budget for the rule": settles}
+    per = b * np.log(2.0)
+    return {"intercept": float(a), "slope": float(b), "gain per doubling": float(per),
+            "gain per doubling %": 100.0 * per / best[-1] if best[-1] > 0 else 0.0, "budget for the rule": settles}
 
 
 def predicted_best(trend: dict[str, float], epoch: float) -> float:
@@ -220,10 +221,15 @@ def trend_table(curves: pd.DataFrame, metric: str = "N@50", since: float = 0.5, 
     return out
 
 
+def total_epochs(config: dict[str, Any]) -> int:
+    """A run's whole budget: warm-up plus the epochs after it (its last evaluated epoch)."""
+    return int(config["pretrain_epochs"] + config["epochs"])
+
+
 def probe_label(config: dict[str, Any], base: dict[str, Any], role: str = "student") -> str:
     """What a probe run changed against the table run `base`: its total epochs and / or its learning rate."""
     parts = []
-    total, base_total = (c["pretrain_epochs"] + c["epochs"] for c in (config, base))
+    total, base_total = total_epochs(config), total_epochs(base)
     if total != base_total:
         parts.append(f"{total:,} epochs ({total / base_total:g}x)")
     lr, base_lr = config[f"lr_{role}"], base[f"lr_{role}"]
@@ -245,10 +251,8 @@ def budget_probes(base_runs: Sequence[dict], probe_runs: Sequence[dict], role: s
     if not base_by_seed:
         raise ConfigError("no table run given: pass the runs of the model trained alone, e.g. ch.runs(...)")
     groups: dict[str, list[dict]] = {}
-    for r in probe_runs:
-        base = base_by_seed.get(r["config"]["seed"])
-        if base is not None:
-            groups.setdefault(probe_label(r["config"], base["config"], role), []).append(r)
+    for label, r, _ in _paired(base_runs, probe_runs, role):
+        groups.setdefault(label, []).append(r)
     if not groups:
         raise ConfigError(f"no probe run shares a seed with the table runs (seeds {sorted(base_by_seed)}): "
                           "run `python -m ibd_lite grid budget` on those seeds")
@@ -257,7 +261,7 @@ def budget_probes(base_runs: Sequence[dict], probe_runs: Sequence[dict], role: s
         seeds = sorted(r["config"]["seed"] for r in runs) if runs else sorted(base_by_seed)
         mine = runs or [base_by_seed[s] for s in seeds]
         summaries = [curve_summary(*_curve(r, role, metric), tol, tail) for r in mine]
-        rec = {"seeds": len(seeds), "epochs": mine[0]["config"]["pretrain_epochs"] + mine[0]["config"]["epochs"],
+        rec = {"seeds": len(seeds), "epochs": total_epochs(mine[0]["config"]),
                "lr": mine[0]["config"][f"lr_{role}"], f"best valid {metric}": np.mean([s["best"] for s in summaries]),
                "best epoch": np.mean([s["best epoch"] for s in summaries]),
                "plateau epoch": np.mean([s["plateau epoch"] for s in summaries]),
@@ -280,16 +284,19 @@ def probe_predictions(base_runs: Sequence[dict], probe_runs: Sequence[dict], rol
                       metric: str = "N@50", since: float = 0.5) -> dict[str, float]:
     """What the table runs' `log_trend`s predicted for the probes that only trained longer: {probe label: the
     running best expected at the probe's last epoch, mean over the probe's seeds}."""
-    base_by_seed = {r["config"]["seed"]: r for r in base_runs}
     preds: dict[str, list[float]] = {}
-    for r in probe_runs:
-        base = base_by_seed.get(r["config"]["seed"])
-        if base is None or r["config"][f"lr_{role}"] != base["config"][f"lr_{role}"]:
-            continue
-        total = r["config"]["pretrain_epochs"] + r["config"]["epochs"]
-        trend = log_trend(*_curve(base, role, metric), since=since)
-        preds.setdefault(probe_label(r["config"], base["config"], role), []).append(predicted_best(trend, total))
+    for label, r, base in _paired(base_runs, probe_runs, role):
+        if r["config"][f"lr_{role}"] == base["config"][f"lr_{role}"]:
+            trend = log_trend(*_curve(base, role, metric), since=since)
+            preds.setdefault(label, []).append(predicted_best(trend, total_epochs(r["config"])))
     return {label: float(np.mean(v)) for label, v in preds.items()}
+
+
+def _paired(base_runs: Sequence[dict], probe_runs: Sequence[dict], role: str) -> list[tuple[str, dict, dict]]:
+    """(probe label, probe run, table run of its seed) for every probe whose seed has a table run."""
+    base_by_seed = {r["config"]["seed"]: r for r in base_runs}
+    return [(probe_label(r["config"], base_by_seed[r["config"]["seed"]]["config"], role), r,
+             base_by_seed[r["config"]["seed"]]) for r in probe_runs if r["config"]["seed"] in base_by_seed]
 
 
 def _curve(result: dict, role: str, metric: str) -> tuple[pd.Series, pd.Series]:
@@ -314,7 +321,7 @@ def trend_sentence(trend: pd.DataFrame, rising: Sequence[str], metric: str = "N@
     students = [r for r in rows if r != alone]
     if alone not in rows or not students:
         return text
-    per = {r: trend.loc[r, "slope"] * np.log(2.0) for r in rows}
+    per = trend["gain per doubling"]
     faster = [r for r in students if per[r] > per[alone]]
     slower = [r for r in students if per[r] <= per[alone]]
     text += (f". Per doubling, the student trained alone gains {per[alone]:+.4f} {metric} and "

@@ -78,13 +78,13 @@ def probe_curves(base_run: dict, probe_runs, labels, role: str = "student", metr
     import pandas as pd
     import seaborn as sns
 
-    from .curves import history_frame
+    from .curves import history_frame, total_epochs
 
     frames = [history_frame(r, role).assign(run=label)
               for r, label in [(base_run, "table run"), *zip(probe_runs, labels)]]
     fig, ax = plt.subplots(figsize=figsize(height))
     sns.lineplot(pd.concat(frames, ignore_index=True), x="epoch", y=metric, hue="run", lw=1, ax=ax)
-    ax.axvline(base_run["config"]["pretrain_epochs"] + base_run["config"]["epochs"], color="grey", ls=":", lw=1)
+    ax.axvline(total_epochs(base_run["config"]), color="grey", ls=":", lw=1)
     ax.set_ylabel(f"validation {metric}")
     ax.legend(title=f"{role} alone", fontsize="x-small", title_fontsize="x-small")
     fig.tight_layout()

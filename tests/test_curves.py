@@ -277,7 +277,9 @@ def test_budget_probes_compare_each_probe_with_the_table_run_on_the_same_users()
 
 def _trend(slopes: dict[str, float], times: dict[str, float], pct: dict[str, float]) -> pd.DataFrame:
     role = {r: "teacher" if "Teacher" in r else "student" for r in slopes}
-    return pd.DataFrame({"slope": slopes, "x budget": times, "gain per doubling %": pct, "role": role})
+    per = {r: b * math.log(2) for r, b in slopes.items()}
+    return pd.DataFrame({"slope": slopes, "gain per doubling": per, "x budget": times, "gain per doubling %": pct,
+                         "role": role})
 
 
 def test_trend_sentence_says_how_far_off_the_plateau_is_and_which_way_the_gaps_move():
