@@ -43,9 +43,11 @@ FIGURE_CELLS: dict[str, tuple[tuple[str, str], ...]] = {
 # Not in the paper: probes of chapter 2's budget on its (dataset, model). The student trained alone with twice
 # the profile's total budget, and with 2.5 and 5 times its learning rate (at converged, 5e-3 and 1e-2: above
 # SPEC §3's grid, whose top, 2e-3, the tuning chose): do its creeping curves level off with more epochs, or with
-# larger steps?
-PROBE_EXPERIMENTS = ("budget",)
-PROBE_CELLS: dict[str, tuple[tuple[str, str], ...]] = {"budget": (("citeulike-t", "cdae"),)}
+# larger steps? `budget-distill` trains the distilled methods (RD, CD, BD, iBD) with twice the total budget too.
+PROBE_EXPERIMENTS = ("budget", "budget-distill")
+PROBE_CELLS: dict[str, tuple[tuple[str, str], ...]] = {"budget": (("citeulike-t", "cdae"),),
+                                                        "budget-distill": (("citeulike-t", "cdae"),)}
+DISTILL_METHODS: tuple[str, ...] = ("rd", "cd", "bd", "ibd")
 BUDGET_LR_FACTORS: tuple[float, ...] = (2.5, 5.0)
 
 
@@ -140,8 +142,8 @@ def experiment_configs(name: str, *, profile: str = "quick", dataset: str | None
     table / ablation / direction / figure6 run every table (dataset, model) unless restricted; curves (the BD
     and iBD table runs behind Figure 3) and rounds (the iBD table runs behind Figures 4-5) default to the
     paper's figure cells; budget (the student alone at twice the total budget and at
-    BUDGET_LR_FACTORS times its learning rate)
-    defaults to chapter 2's cell. At the ci profile every dataset is the synthetic one.
+    BUDGET_LR_FACTORS times its learning rate) and budget-distill (each of DISTILL_METHODS at twice the total
+    budget) default to chapter 2's cell. At the ci profile every dataset is the synthetic one.
     """
     known = EXPERIMENTS + FIGURE_EXPERIMENTS + PROBE_EXPERIMENTS
     if name not in known:
@@ -158,6 +160,9 @@ def experiment_configs(name: str, *, profile: str = "quick", dataset: str | None
     if name == "budget":
         return [dict(base, dataset=d, model=m, method="student", seed=s, **v) for d, m in cells for s in seeds
                 for v in _budget_variants(dict(base, dataset=d, model=m))]
+    if name == "budget-distill":
+        return [dict(base, dataset=d, model=m, method=meth, seed=s, epochs=_doubled(dict(base, dataset=d, model=m)))
+                for d, m in cells for s in seeds for meth in DISTILL_METHODS]
     if name == "ablation":
         return [dict(base, dataset=d, model=m, seed=s, **v) for d, m in cells for s in seeds
                 for v in (dict(method="bd"), dict(method="ibd", ibd_variant="no-carry"), dict(method="ibd"))]
@@ -173,14 +178,19 @@ def _budget_variants(base: dict[str, Any]) -> list[dict[str, Any]]:
     """The `budget` probe's overrides of one cell: twice the profile's total epochs (the warm-up unchanged, so
     the probe continues from the table runs' warm-up), then each larger student learning rate."""
     c = make_config(**dict(base, method="student"))
-    longer = 2 * (c.pretrain_epochs + c.epochs) - c.pretrain_epochs
-    return [dict(epochs=longer)] + [dict(lr_student=round(f * c.lr_student, 12)) for f in BUDGET_LR_FACTORS]
+    return [dict(epochs=_doubled(base))] + [dict(lr_student=round(f * c.lr_student, 12)) for f in BUDGET_LR_FACTORS]
+
+
+def _doubled(base: dict[str, Any]) -> int:
+    """The epochs after the warm-up that double a cell's total budget (warm-up + epochs) at its profile."""
+    c = make_config(**dict(base, method="student"))
+    return 2 * (c.pretrain_epochs + c.epochs) - c.pretrain_epochs
 
 
 def _cells(name: str, profile: str, dataset: str | None, model: str | None) -> list[tuple[str, str]]:
     """(dataset, model) pairs of an experiment: the given ones, else the figure's or probe's cells or every
     table cell."""
-    if name in ("curves", "rounds", "budget") and dataset is None and model is None:
+    if name in ("curves", "rounds") + PROBE_EXPERIMENTS and dataset is None and model is None:
         pairs = list({**FIGURE_CELLS, **PROBE_CELLS}[name])
     else:
         datasets = [dataset] if dataset else list(TABLE_DATASETS)

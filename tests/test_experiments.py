@@ -66,6 +66,21 @@ def test_budget_probe_doubles_the_total_budget_and_scales_the_student_lr():
     assert longer.pretrain_epochs == table.pretrain_epochs and longer.wd_student == table.wd_student
 
 
+
+def test_budget_distill_probe_doubles_every_distilled_methods_budget():
+    cfgs = E.experiment_configs("budget-distill", profile="converged", seeds=(0, 1))
+    assert [(c["seed"], c["method"], c["epochs"]) for c in cfgs] == [
+        (s, m, 3400) for s in (0, 1) for m in ("rd", "cd", "bd", "ibd")]
+    assert {(c["dataset"], c["model"]) for c in cfgs} == {("citeulike-t", "cdae")}
+    for c in cfgs:
+        cfg, table = make_config(**c), make_config(**dict(c, epochs=None))
+        assert cfg.pretrain_epochs + cfg.epochs == 2 * (table.pretrain_epochs + table.epochs) == 4000
+        # only the epochs differ from the table run of the same method: same warm-up, lr, rounds, gammas
+        assert {k for k, v in cfg.to_dict().items() if table.to_dict()[k] != v} == {"epochs"}
+    ci = E.experiment_configs("budget-distill", profile="ci", seeds=(0,))
+    assert [(c["dataset"], c["method"], c["epochs"]) for c in ci] == [
+        ("synthetic", m, 36) for m in ("rd", "cd", "bd", "ibd")]
+
 def test_run_name_is_stable_and_config_specific():
     c = make_config(profile="ci", method="bd", model="cdae", seed=2).to_dict()
     name = E.run_name(c)
