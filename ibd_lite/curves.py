@@ -304,6 +304,80 @@ def _curve(result: dict, role: str, metric: str) -> tuple[pd.Series, pd.Series]:
     return h["epoch"], h[metric]
 
 
+
+def _longer_rows(table_runs: Sequence[dict], probe_runs: Sequence[dict]) -> dict[str, tuple[str, dict, dict]]:
+    """{row label: (role, {seed: table run}, {seed: probe run})} for every table row (TABLE_ROWS) with a probe
+    that trained its method longer at the table run's learning rates, on the seeds that have both."""
+    out = {}
+    for label, method, role in TABLE_ROWS:
+        base = {r["config"]["seed"]: r for r in table_runs if r["config"]["method"] == method}
+        longer = {r["config"]["seed"]: r for r in probe_runs
+                  if r["config"]["method"] == method and _longer(r["config"], base.get(r["config"]["seed"]))}
+        if longer:
+            out[label] = (role, {s: base[s] for s in sorted(longer)}, {s: longer[s] for s in sorted(longer)})
+    return out
+
+
+def _longer(config: dict[str, Any], base: "dict | None") -> bool:
+    """Whether a probe's config trained longer than the table run `base` at the same learning rates."""
+    return base is not None and total_epochs(config) > total_epochs(base["config"]) and all(
+        config.get(k) == base["config"].get(k) for k in ("lr_teacher", "lr_student"))
+
+
+def longer_budget_table(table_runs: Sequence[dict], probe_runs: Sequence[dict], metric: str = "N@50",
+                        tol: float = 0.01, tail: float = 0.2, n_boot: int = 10_000) -> pd.DataFrame:
+    """Each table row that a probe trained longer (same warm-up and learning rates: the `budget` and
+    `budget-distill` probes), against its table run on the same seeds: best validation `metric` at both budgets,
+    whether the longer run still rose at its end, its plateau epoch, and the paired test H@50 change (bootstrap
+    over users, seeds pooled). Values are means over the seeds; one line per row, in table order."""
+    recs = {}
+    for label, (role, base, longer) in _longer_rows(table_runs, probe_runs).items():
+        t = budget_probes(list(base.values()), list(longer.values()), role, metric, tol, tail, n_boot)
+        one, two = t.loc["table run"], t.drop(index="table run").iloc[0]
+        recs[label] = {"seeds": len(longer), "epochs": int(one["epochs"]), "longer epochs": int(two["epochs"]),
+                       f"best valid {metric}": one[f"best valid {metric}"],
+                       f"longer best valid {metric}": two[f"best valid {metric}"],
+                       "valid change %": 100 * (two[f"best valid {metric}"] / one[f"best valid {metric}"] - 1),
+                       "still rising": int(two["still rising"]), "plateau epoch": two["plateau epoch"],
+                       "test H@50": one["test H@50"], "longer test H@50": two["test H@50"],
+                       **{k: two[k] for k in ("test H@50 change", "lo", "hi", "change %")}}
+    if not recs:
+        raise ConfigError("no probe trained a table row longer on a seed of the given table runs: run `python -m "
+                          "ibd_lite grid budget` (student alone) or `grid budget-distill` (RD, CD, BD, iBD)")
+    out = pd.DataFrame.from_dict(recs, orient="index")
+    out.index.name = "row"
+    return out
+
+
+def longer_budget_gaps(table_runs: Sequence[dict], probe_runs: Sequence[dict], alone: str = "Student",
+                       metric: str = "H@50", n_boot: int = 10_000) -> pd.DataFrame:
+    """Does a longer budget change a verdict? For every row of `alone`'s role trained longer on seeds where
+    `alone` was trained longer too: the paired test `metric` difference (row minus `alone`, bootstrap over users,
+    seeds pooled) at the table's budget and at the longer one, each with its 95% interval and verdict."""
+    from .codec import decode
+    from .report import short_verdict
+    from .stats import paired_difference
+
+    rows = _longer_rows(table_runs, probe_runs)
+    if alone not in rows:
+        raise ConfigError(f"no longer run of {alone!r} on these seeds: the gaps need it at both budgets")
+    role, alone_base, alone_long = rows[alone]
+    recs = {}
+    for label, (r_role, base, longer) in rows.items():
+        seeds = [s for s in longer if s in alone_long]
+        if label == alone or r_role != role or not seeds:
+            continue
+        rec = {"seeds": len(seeds)}
+        for key, mine, ref in (("", base, alone_base), ("longer ", longer, alone_long)):
+            d = paired_difference([decode(ref[s]["models"][role]["ranks"]["test"]) for s in seeds],
+                                  [decode(mine[s]["models"][role]["ranks"]["test"]) for s in seeds], metric, n_boot)
+            rec.update({f"{key}gap": d["mean"], f"{key}lo": d["lo"], f"{key}hi": d["hi"],
+                        f"{key}gap %": d["rel_pct"], f"{key}verdict": short_verdict(d)})
+        recs[label] = rec
+    out = pd.DataFrame.from_dict(recs, orient="index")
+    out.index.name = f"test {metric} minus {alone}"
+    return out
+
 def trend_sentence(trend: pd.DataFrame, rising: Sequence[str], metric: str = "N@50", alone: str = "Student") -> str:
     """Chapter 2's words on a `trend_table`: how fast the `rising` student rows still climb, the budget the
     plateau rule would need at that pace, and whether the distilled students climb faster or slower than the

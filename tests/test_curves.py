@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from ibd_lite.curves import (budget_probes, ceiling_sentence, curve_summary, history_frame, log_trend,
-                             plateau_epoch, plateau_sentence, plateau_table, predicted_best, probe_label,
+                             longer_budget_gaps, longer_budget_table, plateau_epoch, plateau_sentence, plateau_table, predicted_best, probe_label,
                              probe_predictions, probe_sentences, rough_multiple, table_curves, tail_gain,
                              trend_check, trend_sentence, trend_table, value_span)
 from ibd_lite.errors import ConfigError
@@ -273,6 +273,61 @@ def test_budget_probes_compare_each_probe_with_the_table_run_on_the_same_users()
     with pytest.raises(ConfigError, match="no table run"):
         budget_probes([], [longer])
 
+
+
+def _distilled(method, epochs, curves, ranks, seed=0, lr=0.002):
+    """A hand-made run of `method` whose models (role -> validation N@50 curve, test ranks) are given."""
+    from ibd_lite.codec import encode
+
+    return {"config": {"method": method, "seed": seed, "pretrain_epochs": 10, "epochs": epochs,
+                       "lr_student": lr, "lr_teacher": 0.001},
+            "history": [{"phase": method, "epoch": 10 * (i + 1),
+                         "valid": _valid(**{role: (0.0, c[i]) for role, c in curves.items()})}
+                        for i in range(len(next(iter(curves.values()))))],
+            "models": {role: {"test": {"H@50": sum(r < 50 for r in rk) / len(rk)}, "ranks": {"test": encode(rk)}}
+                       for role, rk in ranks.items()}}
+
+
+def test_longer_budget_table_and_gaps_pair_every_row_with_itself_and_with_the_student_alone():
+    miss, hit = [100] * 4, [0] * 4
+    table = [_distilled("student", 30, {"student": [0.1, 0.2, 0.2, 0.2]}, {"student": [0, 100, 100, 100]}),
+             _distilled("cd", 30, {"student": [0.1, 0.2, 0.3, 0.3]}, {"student": [0, 0, 100, 100]}),
+             _distilled("bd", 30, {"teacher": [0.4] * 4, "student": [0.2] * 4},
+                        {"teacher": hit, "student": [0, 100, 100, 100]}),
+             _distilled("rd", 30, {"student": [0.1] * 4}, {"student": miss})]          # RD has no probe
+    probes = [_distilled("student", 70, {"student": [0.1, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2]}, {"student": miss}),
+              _distilled("student", 30, {"student": [0.5] * 4}, {"student": hit}, lr=0.01),   # not longer: ignored
+              _distilled("cd", 70, {"student": [0.1, 0.2, 0.3, 0.3, 0.3, 0.3, 0.4, 0.6]}, {"student": hit}),
+              _distilled("bd", 70, {"teacher": [0.4] * 8, "student": [0.2] * 8},
+                         {"teacher": [0, 0, 0, 100], "student": [0, 100, 100, 100]}),
+              _distilled("cd", 70, {"student": [0.9] * 8}, {"student": hit}, seed=3)]   # no table run of seed 3
+    t = longer_budget_table(table, probes, n_boot=2000)
+    assert t.index.tolist() == ["Student", "CD", "BD-Teacher", "BD-Student"]
+    assert t["seeds"].tolist() == [1] * 4 and t["epochs"].tolist() == [40] * 4
+    assert t["longer epochs"].tolist() == [80] * 4
+    assert t["best valid N@50"].tolist() == [0.2, 0.3, 0.4, 0.2]
+    assert t["longer best valid N@50"].tolist() == [0.2, 0.6, 0.4, 0.2]
+    assert t["valid change %"].tolist() == pytest.approx([0.0, 100.0, 0.0, 0.0])
+    # CD's best doubled over its last 20 % (0.3 -> 0.6): still rising, plateau at its last evaluation
+    assert t["still rising"].tolist() == [0, 1, 0, 0] and t["plateau epoch"].tolist() == [20, 80, 10, 10]
+    assert t["test H@50"].tolist() == [0.25, 0.5, 1.0, 0.25]
+    assert t["longer test H@50"].tolist() == [0.0, 1.0, 0.75, 0.25]
+    # per-user test H@50 differences, longer minus table run: Student (-1, 0, 0, 0), CD (0, 0, 1, 1),
+    # BD-Teacher (0, 0, 0, -1), BD-Student all 0
+    assert t["test H@50 change"].tolist() == [-0.25, 0.5, -0.25, 0.0]
+    assert t.loc["CD", ["lo", "hi"]].tolist() == [0.0, 1.0] and t.loc["BD-Student", ["lo", "hi"]].tolist() == [0, 0]
+    g = longer_budget_gaps(table, probes, n_boot=2000)
+    assert g.index.tolist() == ["CD", "BD-Student"] and g.index.name == "test H@50 minus Student"
+    # CD - Student: table budget (0, 1, 0, 0); longer (1, 1, 1, 1): exactly +1 on every resample
+    assert g.loc["CD", ["gap", "lo", "hi", "gap %", "verdict"]].tolist() == [0.25, 0.0, 0.75, 100.0, "n.d."]
+    assert g.loc["CD", ["longer gap", "longer lo", "longer hi", "longer verdict"]].tolist() == [1.0, 1.0, 1.0, "ahead"]
+    # BD-Student - Student: 0 at the table budget; longer (1, 0, 0, 0); gap % undefined against a student at 0
+    assert g.loc["BD-Student", ["gap", "lo", "hi", "verdict"]].tolist() == [0.0, 0.0, 0.0, "n.d."]
+    assert g.loc["BD-Student", "longer gap"] == 0.25 and pd.isna(g.loc["BD-Student", "longer gap %"])
+    with pytest.raises(ConfigError, match="no longer run of 'Student'"):
+        longer_budget_gaps(table, probes[2:])
+    with pytest.raises(ConfigError, match="grid budget-distill"):
+        longer_budget_table(table, probes[1:2])
 
 
 def _trend(slopes: dict[str, float], times: dict[str, float], pct: dict[str, float]) -> pd.DataFrame:
