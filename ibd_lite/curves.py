@@ -378,6 +378,55 @@ def longer_budget_gaps(table_runs: Sequence[dict], probe_runs: Sequence[dict], a
     out.index.name = f"test {metric} minus {alone}"
     return out
 
+
+def longer_runs(table_runs: Sequence[dict], probe_runs: Sequence[dict]) -> list[dict]:
+    """The probe runs that trained a table row's method longer at its learning rates (see `longer_budget_table`),
+    each once, in table order."""
+    seen: dict[int, dict] = {}
+    for _, _, longer in _longer_rows(table_runs, probe_runs).values():
+        seen.update({id(r): r for r in longer.values()})
+    return list(seen.values())
+
+
+def longer_sentences(longer: pd.DataFrame, metric: str = "N@50") -> dict[str, str]:
+    """A `longer_budget_table` in words, {row: sentence}: its best validation `metric` at both budgets, whether
+    the longer run settled, and the paired test H@50 verdict against the table run."""
+    from .report import sentence, short_verdict
+
+    out = {}
+    for row, t in longer.iterrows():
+        n, k = int(t["seeds"]), int(t["still rising"])
+        end = f"{int(t['longer epochs']):,}"
+        state = (f"settled by epoch {t['plateau epoch']:,.0f}" if k == 0 else
+                 f"still rising at epoch {end}" if k == n else f"still rising at epoch {end} on {k} of {n} seeds")
+        test = sentence({"verdict": short_verdict(t), "change %": t["change %"], "metric": "H@50",
+                         "lo": t["lo"], "hi": t["hi"]}, "its table run")
+        out[row] = (f"best validation {metric} {t[f'best valid {metric}']:.4f} at {int(t['epochs']):,} epochs, "
+                    f"{t[f'longer best valid {metric}']:.4f} at {end} ({t['valid change %']:+.1f} %), {state}; "
+                    f"on the test users {test}")
+    return out
+
+
+def gap_sentence(gaps: pd.DataFrame, epochs: int, longer_epochs: int, alone: str = "the student alone") -> str:
+    """A `longer_budget_gaps` table in words: for each distilled student its test gap to `alone` at both
+    budgets with the verdicts, which gaps widened or narrowed, and whether any verdict changed."""
+    from .report import verdict_words
+
+    e1, e2 = f"{epochs:,}", f"{longer_epochs:,}"
+    each = [f"{row} {g['gap']:+.4f} ({verdict_words(g['verdict'])}) at {e1} epochs and {g['longer gap']:+.4f} "
+            f"({verdict_words(g['longer verdict'])}) at {e2}" for row, g in gaps.iterrows()]
+    wider = [r for r, g in gaps.iterrows() if g["longer gap"] > g["gap"]]
+    narrower = [r for r, g in gaps.iterrows() if g["longer gap"] < g["gap"]]
+    moved = [r for r, g in gaps.iterrows() if verdict_words(g["verdict"]) != verdict_words(g["longer verdict"])]
+    moves = [f"{how} for {_join(rows)}" for how, rows in (("widened", wider), ("narrowed", narrower)) if rows]
+    trend = f"the gap {' and '.join(moves)}" if moves else ""
+    verdicts = (f"the verdict changed for {_join(moved)}" if moved else
+                "no verdict changed" if len(gaps) > 1 else "the verdict did not change")
+    factor = longer_epochs / epochs
+    more = "twice the budget" if factor == 2 else f"{factor:g} times the budget"
+    return (f"against {alone}, on the same test users, the test H@50 gaps were: {'; '.join(each)}. "
+            + (f"With {more} {trend}, and {verdicts}" if trend else f"With {more} {verdicts}"))
+
 def trend_sentence(trend: pd.DataFrame, rising: Sequence[str], metric: str = "N@50", alone: str = "Student") -> str:
     """Chapter 2's words on a `trend_table`: how fast the `rising` student rows still climb, the budget the
     plateau rule would need at that pace, and whether the distilled students climb faster or slower than the

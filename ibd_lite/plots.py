@@ -42,17 +42,21 @@ def figsize(height: float = 3.2, width: float = WIDTH) -> tuple[float, float]:
     return (width, height)
 
 
-def learning_curves(curves, plateaus: dict, warmup_end: int, metrics=("N@50", "H@50"), height: float = 5.0):
-    """Validation curves of every table row (teachers above, students below, one column per metric), a dotted
-    line at the end of the warm-up and a triangle at each row's plateau epoch (`plateaus[metric]`, a
+def learning_curves(curves, plateaus: dict, warmup_end: int, metrics=("N@50", "H@50"), height: float = 5.0,
+                    budget_end: int | None = None):
+    """Validation curves of every table row (teachers above, students below, as far as the curves hold them;
+    one column per metric), a dotted line at the end of the warm-up, a dashed one at `budget_end` (e.g. the
+    table's budget under longer runs) and a triangle at each row's plateau epoch (`plateaus[metric]`, a
     `curves.plateau_table`). Returns the figure."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     rows = list(dict.fromkeys(curves["row"]))
     palette = dict(zip(rows, sns.color_palette("tab10", len(rows))))
-    fig, axes = plt.subplots(2, len(metrics), figsize=figsize(height), sharex=True, squeeze=False)
-    for i, role in enumerate(("teacher", "student")):
+    roles = [r for r in ("teacher", "student") if r in set(curves["role"])]
+    fig, axes = plt.subplots(len(roles), len(metrics), figsize=figsize(height * len(roles) / 2), sharex=True,
+                             squeeze=False)
+    for i, role in enumerate(roles):
         sub = curves[curves["role"] == role]
         for j, metric in enumerate(metrics):
             ax = axes[i, j]
@@ -63,6 +67,8 @@ def learning_curves(curves, plateaus: dict, warmup_end: int, metrics=("N@50", "H
                 ax.plot(e, g.loc[g["epoch"] == e, metric].iloc[0], "v", color=palette[row], ms=7, mec="black",
                         mew=0.5)
             ax.axvline(warmup_end, color="grey", ls=":", lw=1)
+            if budget_end is not None:
+                ax.axvline(budget_end, color="grey", ls="--", lw=1)
             ax.set_ylabel(f"validation {metric}")
             if j == len(metrics) - 1:
                 ax.legend(title=f"{role}s", loc="lower right", fontsize="x-small", title_fontsize="x-small")

@@ -179,6 +179,15 @@ def test_converged_chapters_show_the_probes_of_seeds_whose_probes_all_finished(t
     assert [(r["config"]["seed"], r["config"]["epochs"], r["config"]["lr_student"]) for r in got] == [
         (0, 3400, 0.002), (0, 1400, 0.005), (0, 1400, 0.01)]
     assert not list(tmp_path.glob("budget/*-s2-*.json"))                # converged never trains in the book
+    # budget-distill: what finished is shown per method (seed 0's RD and CD; BD of seed 0 still training)
+    distill = experiment_configs("budget-distill", profile="converged", dataset="citeulike-t", model="cdae",
+                                 seeds=[0], device="cpu")
+    for c in distill[:2]:
+        _fake_result(tmp_path / "budget-distill", 1.0, **c)
+    got = ch.probe_runs("budget-distill", range(5))
+    assert [(r["config"]["seed"], r["config"]["method"], r["config"]["epochs"]) for r in got] == [
+        (0, "rd", 3400), (0, "cd", 3400)]
+    assert len(list(tmp_path.glob("budget-distill/*.json"))) == 2
 
 
 def test_seeds_note_is_provisional_until_enough_seeds_finished():

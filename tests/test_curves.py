@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from ibd_lite.curves import (budget_probes, ceiling_sentence, curve_summary, history_frame, log_trend,
-                             longer_budget_gaps, longer_budget_table, plateau_epoch, plateau_sentence, plateau_table, predicted_best, probe_label,
+                             gap_sentence, longer_budget_gaps, longer_budget_table, longer_runs,
+                             longer_sentences, plateau_epoch, plateau_sentence, plateau_table, predicted_best, probe_label,
                              probe_predictions, probe_sentences, rough_multiple, table_curves, tail_gain,
                              trend_check, trend_sentence, trend_table, value_span)
 from ibd_lite.errors import ConfigError
@@ -324,6 +325,27 @@ def test_longer_budget_table_and_gaps_pair_every_row_with_itself_and_with_the_st
     # BD-Student - Student: 0 at the table budget; longer (1, 0, 0, 0); gap % undefined against a student at 0
     assert g.loc["BD-Student", ["gap", "lo", "hi", "verdict"]].tolist() == [0.0, 0.0, 0.0, "n.d."]
     assert g.loc["BD-Student", "longer gap"] == 0.25 and pd.isna(g.loc["BD-Student", "longer gap %"])
+    assert [(r["config"]["method"], r["config"]["seed"]) for r in longer_runs(table, probes)] == [
+        ("student", 0), ("cd", 0), ("bd", 0)]
+    said = longer_sentences(t)
+    assert said["CD"] == ("best validation N@50 0.3000 at 40 epochs, 0.6000 at 80 (+100.0 %), still rising at epoch "
+                          "80; on the test users not distinguishable from its table run (+100.0 % H@50, 95% CI of "
+                          "the difference [+0.0000, +1.0000])")
+    assert said["BD-Teacher"].startswith("best validation N@50 0.4000 at 40 epochs, 0.4000 at 80 (+0.0 %), settled "
+                                         "by epoch 10; on the test users not distinguishable from its table run")
+    assert gap_sentence(g, 40, 80) == (
+        "against the student alone, on the same test users, the test H@50 gaps were: CD +0.2500 (not "
+        "distinguishable) at 40 epochs and +1.0000 (ahead) at 80; BD-Student +0.0000 (not distinguishable) at 40 "
+        "epochs and +0.2500 (not distinguishable) at 80. With twice the budget the gap widened for CD and "
+        "BD-Student, and the verdict changed for CD")
+    same = g.assign(**{"longer gap": [0.1, 0.0], "longer verdict": ["n.d.", "n.d."]})
+    assert gap_sentence(same, 40, 120).endswith("With 3 times the budget the gap narrowed for CD, and no verdict "
+                                                "changed")
+    mixed = g.assign(**{"longer gap": [0.1, 0.3]})
+    assert gap_sentence(mixed, 40, 80).endswith("the gap widened for BD-Student and narrowed for CD, and the verdict "
+                                                "changed for CD")
+    flat = g.iloc[:1].assign(**{"longer gap": [0.25], "longer verdict": ["n.d."]})
+    assert gap_sentence(flat, 40, 80).endswith("at 80. With twice the budget the verdict did not change")
     with pytest.raises(ConfigError, match="no longer run of 'Student'"):
         longer_budget_gaps(table, probes[2:])
     with pytest.raises(ConfigError, match="grid budget-distill"):
@@ -438,3 +460,23 @@ def test_value_span_gives_one_value_when_the_ends_agree_at_the_precision():
     assert value_span([4.74, 9.71, 6.4], ".1f") == "4.7 to 9.7"
     assert value_span(pd.Series([0.891, 0.994]), ".2f", "–") == "0.89–0.99"
     assert value_span([0.501, 0.499], ".2f", "–") == "0.50"
+
+
+def test_learning_curves_draw_only_the_roles_present_and_mark_the_table_budget():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ibd_lite.plots import learning_curves
+
+    c = table_curves([STUDENT])
+    fig = learning_curves(c, {"N@50": plateau_table(c, "N@50")}, 4, metrics=("N@50",), budget_end=6)
+    assert len(fig.axes) == 1                                           # no empty teacher panel
+    marks = {line.get_linestyle(): line.get_xdata()[0] for line in fig.axes[0].lines
+             if line.get_linestyle() in (":", "--")}
+    assert marks == {":": 4, "--": 6}                                   # end of warm-up, end of the table budget
+    both = learning_curves(table_curves([BD, STUDENT, TEACHER]), {"N@50": plateau_table(
+        table_curves([BD, STUDENT, TEACHER]), "N@50")}, 4, metrics=("N@50",))
+    assert len(both.axes) == 2 and not [ln for ln in both.axes[0].lines if ln.get_linestyle() == "--"]
+    plt.close("all")
