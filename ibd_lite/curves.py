@@ -388,6 +388,15 @@ def longer_runs(table_runs: Sequence[dict], probe_runs: Sequence[dict]) -> list[
     return list(seen.values())
 
 
+
+def retrace_gap(longer: dict, table_run: dict, role: str, metric: str = "N@50") -> float:
+    """Largest |difference| in validation `metric` of `role` between a longer run and its table run over the
+    epochs both evaluated: 0 when the longer run repeats the table run exactly up to the table's budget."""
+    h = history_frame(longer, role).merge(history_frame(table_run, role), on="epoch")
+    if h.empty:
+        raise ConfigError("the two runs share no evaluated epoch: not a longer run of the same table run")
+    return float((h[f"{metric}_x"] - h[f"{metric}_y"]).abs().max())
+
 def longer_sentences(longer: pd.DataFrame, metric: str = "N@50") -> dict[str, str]:
     """A `longer_budget_table` in words, {row: sentence}: its best validation `metric` at both budgets, whether
     the longer run settled, and the paired test H@50 verdict against the table run."""

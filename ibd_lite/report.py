@@ -200,7 +200,7 @@ def comparisons(rows: dict[str, list], metrics: Sequence[str] = ("H@50", "N@50")
             c = compare(rows, a, b, m, n_boot)
             base = c["mean_a"] if c["mean_a"] > 0 else np.nan                  # change % undefined at 0
             recs.append({"B vs A": f"{b} vs {a}", "metric": m, "A": c["mean_a"], "B": c["mean_b"],
-                         "B − A": c["mean"], "95% CI": f"[{c['lo']:+.4f}, {c['hi']:+.4f}]",
+                         "B − A": c["mean"], "95% CI": ci_text(c["lo"], c["hi"]),
                          "change %": 100 * c["mean"] / base, "p": c["p"], "seeds": len(c["seeds"]),
                          "verdict": short_verdict(c), "lo": c["lo"], "hi": c["hi"],
                          "lo %": 100 * c["lo"] / base, "hi %": 100 * c["hi"] / base})
@@ -213,7 +213,12 @@ def sentence(t: "pd.Series | dict", a: str) -> str:
     word = {"ahead": f"ahead of {a}", "behind": f"behind {a}"}.get(verdict_words(t["verdict"]),
                                                                   f"not distinguishable from {a}")
     change = "change undefined" if pd.isna(t["change %"]) else f"{t['change %']:+.1f} %"
-    return f"{word} ({change} {t['metric']}, 95% CI of the difference [{t['lo']:+.4f}, {t['hi']:+.4f}])"
+    return f"{word} ({change} {t['metric']}, 95% CI of the difference {ci_text(t['lo'], t['hi'])})"
+
+
+def ci_text(lo: float, hi: float) -> str:
+    """An interval as the book prints it, '[-0.0012, +0.0034]'; a dash when it is missing (NaN)."""
+    return "–" if pd.isna(lo) or pd.isna(hi) else f"[{lo:+.4f}, {hi:+.4f}]"
 
 
 def verdict_words(v: str) -> str:

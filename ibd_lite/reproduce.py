@@ -39,7 +39,7 @@ from .curves import value_span
 from .config import PROFILES, make_config, resolve_device
 from .errors import ConfigError, choice_error
 from .provenance import REPO, usable_cores
-from .report import Run, best_student, compare, load_runs, means, summary, verdict_words
+from .report import Run, best_student, ci_text, compare, load_runs, means, summary, verdict_words
 from .runner import is_finished, load_result, lock_path, write_json
 
 NOTEBOOKS = REPO / "book" / "reproduce"
@@ -1123,7 +1123,7 @@ def gamma_comparisons(runs: Sequence[Run], dataset: str, model: str, metric: str
             c = compare(rows, default, f"{role} {a} {b}", metric, n_boot)
             recs.append({"role": role, "gamma_ts": a, "gamma_st": b, "default": c["mean_a"], "cell": c["mean_b"],
                          "change %": c["rel_pct"] if c["rel_pct"] is not None else np.nan,
-                         "95% CI": f"[{c['lo']:+.4f}, {c['hi']:+.4f}]", "lo": c["lo"], "hi": c["hi"],
+                         "95% CI": ci_text(c["lo"], c["hi"]), "lo": c["lo"], "hi": c["hi"],
                          "verdict": verdict_words(c["verdict"]), "seeds": len(c["seeds"])})
     return pd.DataFrame(recs)
 

@@ -9,7 +9,7 @@ import pytest
 
 from ibd_lite.curves import (budget_probes, ceiling_sentence, curve_summary, history_frame, log_trend,
                              gap_sentence, longer_budget_gaps, longer_budget_table, longer_runs,
-                             longer_sentences, plateau_epoch, plateau_sentence, plateau_table, predicted_best, probe_label,
+                             longer_sentences, plateau_epoch, retrace_gap, plateau_sentence, plateau_table, predicted_best, probe_label,
                              probe_predictions, probe_sentences, rough_multiple, table_curves, tail_gain,
                              trend_check, trend_sentence, trend_table, value_span)
 from ibd_lite.errors import ConfigError
@@ -327,6 +327,13 @@ def test_longer_budget_table_and_gaps_pair_every_row_with_itself_and_with_the_st
     assert g.loc["BD-Student", "longer gap"] == 0.25 and pd.isna(g.loc["BD-Student", "longer gap %"])
     assert [(r["config"]["method"], r["config"]["seed"]) for r in longer_runs(table, probes)] == [
         ("student", 0), ("cd", 0), ("bd", 0)]
+    # the longer CD run repeats its table run's first 30 epochs and then continues
+    assert retrace_gap(probes[2], table[1], "student") == 0.0
+    assert retrace_gap(probes[4], table[1], "student") == pytest.approx(0.8)      # 0.9 vs 0.1 at epoch 10
+    shifted = _distilled("cd", 30, {"student": [0.1]}, {"student": hit})
+    shifted["history"][0]["epoch"] = 5                                              # evaluated at epoch 5 only
+    with pytest.raises(ConfigError, match="share no evaluated epoch"):
+        retrace_gap(probes[2], shifted, "student")
     said = longer_sentences(t)
     assert said["CD"] == ("best validation N@50 0.3000 at 40 epochs, 0.6000 at 80 (+100.0 %), still rising at epoch "
                           "80; on the test users not distinguishable from its table run (+100.0 % H@50, 95% CI of "

@@ -287,3 +287,11 @@ def test_chapter_comparison_words_come_from_the_intervals(tmp_path, monkeypatch)
     assert glued["x_iBD_Student_vs_BD_Student_H50_pct"] == "+100.0"
     with pytest.raises(KeyError, match="no paired comparison RD vs Student"):
         cmp.test("RD", "Student")
+
+
+def test_ci_text_prints_an_interval_with_signs_or_a_dash():
+    from ibd_lite.report import ci_text
+
+    assert ci_text(-0.00123, 0.0034) == "[-0.0012, +0.0034]"
+    assert ci_text(0.0, 0.0) == "[+0.0000, +0.0000]"
+    assert ci_text(float("nan"), 0.1) == "–" and ci_text(0.1, float("nan")) == "–"
