@@ -410,7 +410,7 @@ def test_grid_help_lists_only_existing_experiments(capsys):
     with pytest.raises(SystemExit) as e:
         main(["grid", "--help"])
     assert e.value.code == 0
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())                    # argparse wraps the help text
     assert f"one of: {', '.join(E.EXPERIMENTS + E.PROBE_EXPERIMENTS)}" in out
     for gone in ("figure3", "figure45", "timing"):
         assert gone not in out
