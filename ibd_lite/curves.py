@@ -36,7 +36,9 @@ def history_frame(result: dict, role: str, part: str = "valid") -> pd.DataFrame:
     return pd.DataFrame(recs)
 
 
-def _warmup_report(result: dict, role: str) -> dict:
+def warmup_report(result: dict, role: str) -> dict:
+    """What identifies a run's warm-up of `role` (best epoch, its validation metrics, epochs run), without the
+    timings: two runs that report the same continued from the same warm-up."""
     rep = result.get("pretrain", {}).get(role, {})
     return {k: rep.get(k) for k in ("best_epoch", "valid_best", "epochs_run")}
 
@@ -80,10 +82,10 @@ def _borrowed_warmup(run: dict, role: str, runs: list[dict], part: str) -> pd.Da
     for donor in runs:
         if donor is run or not any(e.get("phase") == phase for e in donor.get("history", [])):
             continue
-        if _warmup_report(donor, role) != _warmup_report(run, role):
+        if warmup_report(donor, role) != warmup_report(run, role):
             raise ConfigError(f"the {run['config']['method']} run and the {donor['config']['method']} run report "
-                              f"different {role} warm-ups ({_warmup_report(run, role)} vs "
-                              f"{_warmup_report(donor, role)}): their curves cannot be joined; rerun them with "
+                              f"different {role} warm-ups ({warmup_report(run, role)} vs "
+                              f"{warmup_report(donor, role)}): their curves cannot be joined; rerun them with "
                               "the same code and config")
         frame = history_frame(donor, role, part)
         return frame[frame["phase"] == phase]

@@ -487,3 +487,15 @@ def test_learning_curves_draw_only_the_roles_present_and_mark_the_table_budget()
         table_curves([BD, STUDENT, TEACHER]), "N@50")}, 4, metrics=("N@50",))
     assert len(both.axes) == 2 and not [ln for ln in both.axes[0].lines if ln.get_linestyle() == "--"]
     plt.close("all")
+
+
+def test_warmup_report_identifies_a_warmup_without_its_timings():
+    from ibd_lite.curves import warmup_report
+
+    a = {"pretrain": {"student": dict(WARM_S, seconds_train=100.3, cached=False)}}
+    b = {"pretrain": {"student": dict(WARM_S, seconds_train=165.0, cached=True)}}
+    assert warmup_report(a, "student") == warmup_report(b, "student") == {
+        "best_epoch": 2, "valid_best": {"N@50": 0.1}, "epochs_run": 4}
+    other = {"pretrain": {"student": dict(WARM_S, best_epoch=3)}}
+    assert warmup_report(a, "student") != warmup_report(other, "student")
+    assert warmup_report(a, "teacher") == {"best_epoch": None, "valid_best": None, "epochs_run": None}
