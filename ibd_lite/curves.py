@@ -180,6 +180,8 @@ def _join(names: list[str]) -> str:
 
 
 # ------------------------------------------------------------------------------------------ beyond the budget
+
+
 def log_trend(epochs: Sequence[float], values: Sequence[float], since: float = 0.5, tol: float = 0.01,
               tail: float = 0.2) -> dict[str, float]:
     """Least-squares fit best(e) = a + b ln(e) of the running best over the evaluations from `since` x the last
@@ -306,7 +308,6 @@ def _curve(result: dict, role: str, metric: str) -> tuple[pd.Series, pd.Series]:
     return h["epoch"], h[metric]
 
 
-
 def _longer_rows(table_runs: Sequence[dict], probe_runs: Sequence[dict]) -> dict[str, tuple[str, dict, dict]]:
     """{row label: (role, {seed: table run}, {seed: probe run})} for every table row (TABLE_ROWS) with a probe
     that trained its method longer at the table run's learning rates, on the seeds that have both."""
@@ -390,7 +391,6 @@ def longer_runs(table_runs: Sequence[dict], probe_runs: Sequence[dict]) -> list[
     return list(seen.values())
 
 
-
 def retrace_gap(longer: dict, table_run: dict, role: str, metric: str = "N@50") -> float:
     """Largest |difference| in validation `metric` of `role` between a longer run and its table run over the
     epochs both evaluated: 0 when the longer run repeats the table run exactly up to the table's budget."""
@@ -398,6 +398,7 @@ def retrace_gap(longer: dict, table_run: dict, role: str, metric: str = "N@50") 
     if h.empty:
         raise ConfigError("the two runs share no evaluated epoch: not a longer run of the same table run")
     return float((h[f"{metric}_x"] - h[f"{metric}_y"]).abs().max())
+
 
 def longer_sentences(longer: pd.DataFrame, metric: str = "N@50") -> dict[str, str]:
     """A `longer_budget_table` in words, {row: sentence}: its best validation `metric` at both budgets, whether
@@ -437,6 +438,7 @@ def gap_sentence(gaps: pd.DataFrame, epochs: int, longer_epochs: int, alone: str
     more = "twice the budget" if factor == 2 else f"{factor:g} times the budget"
     return (f"against {alone}, on the same test users, the test H@50 gaps were: {'; '.join(each)}. "
             + (f"With {more} {trend}, and {verdicts}" if trend else f"With {more} {verdicts}"))
+
 
 def trend_sentence(trend: pd.DataFrame, rising: Sequence[str], metric: str = "N@50", alone: str = "Student") -> str:
     """Chapter 2's words on a `trend_table`: how fast the `rising` student rows still climb, the budget the
