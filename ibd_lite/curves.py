@@ -180,8 +180,6 @@ def _join(names: list[str]) -> str:
 
 
 # ------------------------------------------------------------------------------------------ beyond the budget
-
-
 def log_trend(epochs: Sequence[float], values: Sequence[float], since: float = 0.5, tol: float = 0.01,
               tail: float = 0.2) -> dict[str, float]:
     """Least-squares fit best(e) = a + b ln(e) of the running best over the evaluations from `since` x the last
