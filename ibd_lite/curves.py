@@ -389,6 +389,32 @@ def longer_runs(table_runs: Sequence[dict], probe_runs: Sequence[dict]) -> list[
     return list(seen.values())
 
 
+def forecast_check(trend: pd.DataFrame, longer: pd.DataFrame, metric: str = "N@50") -> pd.DataFrame:
+    """The `trend_table`'s forecast of what the longer budget adds to each row's best validation `metric`
+    (gain per doubling x log2 of the budget ratio) beside what the `longer_budget_table` measured, for the rows
+    in both; "measured / forecast" near 1 means the log trend held. Compare runs of the same seed(s)."""
+    rows = [r for r in longer.index if r in trend.index]
+    ratio = longer.loc[rows, "longer epochs"] / longer.loc[rows, "epochs"]
+    out = pd.DataFrame({"forecast gain": trend.loc[rows, "gain per doubling"] * np.log2(ratio.astype(float)),
+                        "measured gain": longer.loc[rows, f"longer best valid {metric}"]
+                        - longer.loc[rows, f"best valid {metric}"]})
+    out["measured / forecast"] = out["measured gain"] / out["forecast gain"].where(out["forecast gain"] != 0)
+    out.index.name = "row"
+    return out
+
+
+def forecast_sentence(check: pd.DataFrame, metric: str = "N@50", within: float = 0.5) -> str:
+    """A `forecast_check` in words: forecast and measured gain of each row, and where the log trend held (the
+    measured gain within `within` (relative) of the forecast), overstated or understated the gain."""
+    each = "; ".join(f"{row} {c['forecast gain']:+.4f} forecast, {c['measured gain']:+.4f} measured"
+                     for row, c in check.iterrows())
+    r = check["measured / forecast"]
+    groups = (("held for", (r - 1).abs() <= within), ("overstated the gain of", r < 1 - within),
+              ("understated the gain of", r > 1 + within))
+    verdict = "; it ".join(f"{how} {_join(list(r.index[mask]))}" for how, mask in groups if mask.any())
+    return (f"the log trends of the table runs against the longer runs, best validation {metric} gained: {each}"
+            + (f". Within {100 * within:.0f} %, the trend {verdict}" if verdict else ""))
+
 def retrace_gap(longer: dict, table_run: dict, role: str, metric: str = "N@50") -> float:
     """Largest |difference| in validation `metric` of `role` between a longer run and its table run over the
     epochs both evaluated: 0 when the longer run repeats the table run exactly up to the table's budget."""

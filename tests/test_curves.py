@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from ibd_lite.curves import (budget_probes, ceiling_sentence, curve_summary, history_frame, log_trend,
-                             gap_sentence, longer_budget_gaps, longer_budget_table, longer_runs,
+                             forecast_check, forecast_sentence, gap_sentence, longer_budget_gaps, longer_budget_table, longer_runs,
                              longer_sentences, plateau_epoch, retrace_gap, plateau_sentence, plateau_table, predicted_best, probe_label,
                              probe_predictions, probe_sentences, rough_multiple, table_curves, tail_gain,
                              trend_check, trend_sentence, trend_table, value_span)
@@ -499,3 +499,25 @@ def test_warmup_report_identifies_a_warmup_without_its_timings():
     other = {"pretrain": {"student": dict(WARM_S, best_epoch=3)}}
     assert warmup_report(a, "student") != warmup_report(other, "student")
     assert warmup_report(a, "teacher") == {"best_epoch": None, "valid_best": None, "epochs_run": None}
+
+
+def test_forecast_check_sets_the_trend_beside_the_measured_gain():
+    trend = pd.DataFrame({"gain per doubling": [0.002, 0.004, 0.001, 0.0], "role": ["student"] * 4},
+                         index=["Student", "CD", "RD", "Teacher"])
+    longer = pd.DataFrame({"epochs": [2000] * 3, "longer epochs": [4000, 4000, 8000],
+                           "best valid N@50": [0.038, 0.058, 0.040],
+                           "longer best valid N@50": [0.0398, 0.059, 0.044]}, index=["Student", "CD", "RD"])
+    c = forecast_check(trend, longer)
+    assert c.index.tolist() == ["Student", "CD", "RD"]                      # the Teacher has no longer run
+    # 4x the budget is two doublings: RD's forecast is 2 x 0.001
+    assert c["forecast gain"].tolist() == pytest.approx([0.002, 0.004, 0.002])
+    assert c["measured gain"].tolist() == pytest.approx([0.0018, 0.001, 0.004])
+    assert c["measured / forecast"].tolist() == pytest.approx([0.9, 0.25, 2.0])
+    assert forecast_sentence(c) == (
+        "the log trends of the table runs against the longer runs, best validation N@50 gained: Student +0.0020 "
+        "forecast, +0.0018 measured; CD +0.0040 forecast, +0.0010 measured; RD +0.0020 forecast, +0.0040 "
+        "measured. Within 50 %, the trend held for Student; it overstated the gain of CD; it understated the gain "
+        "of RD")
+    flat = forecast_check(trend.assign(**{"gain per doubling": 0.0}), longer.iloc[:1])
+    assert pd.isna(flat.loc["Student", "measured / forecast"])             # nothing forecast: no ratio
+    assert forecast_sentence(flat).endswith("Student +0.0000 forecast, +0.0018 measured")
