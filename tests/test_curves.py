@@ -275,7 +275,6 @@ def test_budget_probes_compare_each_probe_with_the_table_run_on_the_same_users()
         budget_probes([], [longer])
 
 
-
 def _distilled(method, epochs, curves, ranks, seed=0, lr=0.002):
     """A hand-made run of `method` whose models (role -> validation N@50 curve, test ranks) are given."""
     from ibd_lite.codec import encode
@@ -407,7 +406,6 @@ def test_probe_sentences_state_each_probe_with_its_paired_verdict():
     assert "), still rising at its end;" in probe_sentences(all_rising)["lr 0.01 (5x)"]
 
 
-
 def test_ceiling_sentence_compares_the_probes_with_the_table_run():
     probes = pd.DataFrame({"seeds": 2, "best valid N@50": [0.0387, 0.0396, 0.0390, 0.0381],
                            "still rising": [1, 0, 0, 0], "lr": [0.002, 0.002, 0.005, 0.01]},
@@ -456,11 +454,9 @@ def test_trend_check_sets_the_forecast_against_the_longer_probe():
     assert trend_check(trend, probes, {}) == ""
 
 
-
 def test_rough_multiple_rounds_to_one_significant_figure():
     assert [rough_multiple(x) for x in (1.0, 2.46, 12.3, 1919.6, 93412.9, 639733.1, 3762975.4, 2.6e7)] == [
         "1.0", "2.5", "10", "2,000", "90,000", "600,000", "4 million", "30 million"]
-
 
 
 def test_value_span_gives_one_value_when_the_ends_agree_at_the_precision():
