@@ -288,7 +288,7 @@ def probe_predictions(base_runs: Sequence[dict], probe_runs: Sequence[dict], rol
     running best expected at the probe's last epoch, mean over the probe's seeds}."""
     preds: dict[str, list[float]] = {}
     for label, r, base in _paired(base_runs, probe_runs, role):
-        if r["config"][f"lr_{role}"] == base["config"][f"lr_{role}"]:
+        if _longer(r["config"], base):
             trend = log_trend(*_curve(base, role, metric), since=since)
             preds.setdefault(label, []).append(predicted_best(trend, total_epochs(r["config"])))
     return {label: float(np.mean(v)) for label, v in preds.items()}
