@@ -177,18 +177,18 @@ class Chapter:
         rows = report.table_rows(runs, self.cfg.dataset, self.cfg.model, defaults_only=False)
         return Comparison.from_rows(rows, n_boot, metrics)
 
-    def probe_runs(self, name: str = "budget", seeds: Sequence[int] = (0,)) -> list[dict]:
+    def probe_runs(self, name: str = "budget", seeds: Sequence[int] = (0,), train: bool = True) -> list[dict]:
         """The runs of a probe experiment (`experiments.PROBE_EXPERIMENTS`) on this chapter's cell, stored in
         `<results>/<name>/`. As with the tables, profile `converged` only reuses finished runs: per seed and
         method, only when every probe of that method is finished (empty list when none is: `python -m ibd_lite
         grid <name> --profile converged --out-dir results/converged/<name>` trains them); any other profile
-        trains what is missing."""
+        trains what is missing, unless `train=False` (a chapter that only shows what another one trained)."""
         from .experiments import experiment_configs
 
         configs = experiment_configs(name, profile=self.cfg.profile, dataset=self.cfg.dataset, model=self.cfg.model,
                                      seeds=[int(s) for s in seeds], device=self.base["device"], **self.over)
         out = self.out_dir / name
-        if self.cfg.profile == "converged":
+        if self.cfg.profile == "converged" or not train:
             missing = {(c["seed"], c["method"]) for c in configs if not _finished(c, out)[1]}
             configs = [c for c in configs if (c["seed"], c["method"]) not in missing]
             if not configs:

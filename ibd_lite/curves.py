@@ -380,6 +380,21 @@ def longer_budget_gaps(table_runs: Sequence[dict], probe_runs: Sequence[dict], a
     return out
 
 
+def longer_gaps_view(gaps: pd.DataFrame, epochs: int, longer_epochs: int) -> pd.DataFrame:
+    """A `longer_budget_gaps` table as the book prints it: at each budget the gap with its 95% interval, and
+    the verdict."""
+    from .report import ci_text
+
+    def with_ci(key: str) -> list[str]:
+        return [f"{g:+.4f} {ci_text(lo, hi)}" for g, lo, hi
+                in zip(gaps[f"{key}gap"], gaps[f"{key}lo"], gaps[f"{key}hi"])]
+
+    e1, e2 = f"{epochs:,} epochs", f"{longer_epochs:,} epochs"
+    return pd.DataFrame({f"{e1}: gap [95% CI]": with_ci(""), f"{e1}: verdict": gaps["verdict"],
+                         f"{e2}: gap [95% CI]": with_ci("longer "), f"{e2}: verdict": gaps["longer verdict"]},
+                        index=gaps.index)
+
+
 def longer_runs(table_runs: Sequence[dict], probe_runs: Sequence[dict]) -> list[dict]:
     """The probe runs that trained a table row's method longer at its learning rates (see `longer_budget_table`),
     each once, in table order."""
@@ -445,16 +460,20 @@ def longer_sentences(longer: pd.DataFrame, metric: str = "N@50") -> dict[str, st
 
 def gap_sentence(gaps: pd.DataFrame, epochs: int, longer_epochs: int, alone: str = "the student alone") -> str:
     """A `longer_budget_gaps` table in words: for each distilled student its test gap to `alone` at both
-    budgets with the verdicts, which gaps widened or narrowed, and whether any verdict changed."""
+    budgets with the verdicts, which gaps widened or narrowed (in size, either sign) or changed sign, and whether
+    any verdict changed."""
     from .report import verdict_words
 
     e1, e2 = f"{epochs:,}", f"{longer_epochs:,}"
     each = [f"{row} {g['gap']:+.4f} ({verdict_words(g['verdict'])}) at {e1} epochs and {g['longer gap']:+.4f} "
             f"({verdict_words(g['longer verdict'])}) at {e2}" for row, g in gaps.iterrows()]
-    wider = [r for r, g in gaps.iterrows() if g["longer gap"] > g["gap"]]
-    narrower = [r for r, g in gaps.iterrows() if g["longer gap"] < g["gap"]]
+    g1, g2 = gaps["gap"], gaps["longer gap"]
+    flipped = list(gaps.index[g1 * g2 < 0])                            # the sign changed: neither wider nor narrower
+    wider = [r for r in gaps.index[g2.abs() > g1.abs()] if r not in flipped]
+    narrower = [r for r in gaps.index[g2.abs() < g1.abs()] if r not in flipped]
     moved = [r for r, g in gaps.iterrows() if verdict_words(g["verdict"]) != verdict_words(g["longer verdict"])]
-    moves = [f"{how} for {_join(rows)}" for how, rows in (("widened", wider), ("narrowed", narrower)) if rows]
+    moves = [f"{how} for {_join(rows)}" for how, rows in
+             (("widened", wider), ("narrowed", narrower), ("changed sign", flipped)) if rows]
     trend = f"the gap {' and '.join(moves)}" if moves else ""
     verdicts = (f"the verdict changed for {_join(moved)}" if moved else
                 "no verdict changed" if len(gaps) > 1 else "the verdict did not change")

@@ -190,6 +190,23 @@ def test_converged_chapters_show_the_probes_of_seeds_whose_probes_all_finished(t
     assert len(list(tmp_path.glob("budget-distill/*.json"))) == 2
 
 
+def test_probe_runs_without_training_show_only_what_finished_at_any_profile(tmp_path):
+    from ibd_lite.experiments import experiment_configs
+
+    ch = book.start_chapter("ci", "cpu", "cdae", 0, method="ibd")
+    ch.out_dir = tmp_path
+    assert ch.probe_runs("budget-distill", [0], train=False) == []      # nothing stored: nothing trained
+    assert not list(tmp_path.rglob("*.json"))
+    distill = experiment_configs("budget-distill", profile="ci", dataset=None, model="cdae", seeds=[0],
+                                 device="cpu")
+    for c in distill:
+        if c["method"] in ("bd", "ibd"):
+            _fake_result(tmp_path / "budget-distill", 1.0, **c)
+    got = ch.probe_runs("budget-distill", [0], train=False)
+    assert sorted(r["config"]["method"] for r in got) == ["bd", "ibd"]
+    assert len(list(tmp_path.glob("budget-distill/*.json"))) == 2      # RD and CD were not trained
+
+
 def test_seeds_note_is_provisional_until_enough_seeds_finished():
     assert book.seeds_note([0, 1, 2, 3, 4], range(5)) == "This comparison rests on 5 seeds (0, 1, 2, 3, 4)."
     part = book.seeds_note([0, 3], range(5))

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from ibd_lite.curves import (budget_probes, ceiling_sentence, curve_summary, history_frame, log_trend,
-                             forecast_check, forecast_sentence, gap_sentence, longer_budget_gaps, longer_budget_table, longer_runs,
+                             forecast_check, forecast_sentence, gap_sentence, longer_budget_gaps, longer_budget_table,
+                             longer_gaps_view, longer_runs,
                              longer_sentences, plateau_epoch, retrace_gap, plateau_sentence, plateau_table, predicted_best, probe_label,
                              probe_predictions, probe_sentences, rough_multiple, table_curves, tail_gain,
                              trend_check, trend_sentence, trend_table, value_span)
@@ -350,12 +351,46 @@ def test_longer_budget_table_and_gaps_pair_every_row_with_itself_and_with_the_st
     mixed = g.assign(**{"longer gap": [0.1, 0.3]})
     assert gap_sentence(mixed, 40, 80).endswith("the gap widened for BD-Student and narrowed for CD, and the verdict "
                                                 "changed for CD")
+    # a gap below zero that moves towards zero narrowed; one that crosses zero changed sign
+    neg = g.assign(gap=[-0.2, 0.1], **{"longer gap": [-0.1, -0.3]})
+    assert gap_sentence(neg, 40, 80).endswith("With twice the budget the gap narrowed for CD and changed sign for "
+                                              "BD-Student, and the verdict changed for CD")
     flat = g.iloc[:1].assign(**{"longer gap": [0.25], "longer verdict": ["n.d."]})
     assert gap_sentence(flat, 40, 80).endswith("at 80. With twice the budget the verdict did not change")
     with pytest.raises(ConfigError, match="no longer run of 'Student'"):
         longer_budget_gaps(table, probes[2:])
     with pytest.raises(ConfigError, match="grid budget-distill"):
         longer_budget_table(table, probes[1:2])
+
+
+def test_longer_gaps_of_ibd_against_bd_for_each_role_and_their_printed_view():
+    hit = [0] * 4
+    table = [_distilled("bd", 30, {"teacher": [0.4] * 4, "student": [0.2] * 4},
+                        {"teacher": hit, "student": [0, 100, 100, 100]}),
+             _distilled("ibd", 30, {"teacher": [0.4] * 4, "student": [0.2] * 4},
+                        {"teacher": [0, 0, 100, 100], "student": hit})]
+    probes = [_distilled("bd", 70, {"teacher": [0.4] * 8, "student": [0.2] * 8},
+                         {"teacher": [0, 0, 0, 100], "student": [0, 100, 100, 100]}),
+              _distilled("ibd", 70, {"teacher": [0.4] * 8, "student": [0.2] * 8},
+                         {"teacher": hit, "student": [0, 0, 100, 100]})]
+    s = longer_budget_gaps(table, probes, alone="BD-Student", n_boot=2000)
+    t = longer_budget_gaps(table, probes, alone="BD-Teacher", n_boot=2000)
+    assert s.index.tolist() == ["iBD-Student"] and t.index.tolist() == ["iBD-Teacher"]
+    # students, iBD minus BD per user: (0, 1, 1, 1) at the table budget, (0, 1, 0, 0) at the longer one;
+    # a bootstrap mean of 0 needs user 0 four times (1/256 < 2.5 %), so the lower bound is 0.25: ahead
+    assert s.loc["iBD-Student", ["gap", "lo", "hi", "verdict"]].tolist() == [0.75, 0.25, 1.0, "ahead"]
+    assert s.loc["iBD-Student", ["longer gap", "longer verdict"]].tolist() == [0.25, "n.d."]
+    # teachers: (0, 0, -1, -1), a mean of 0 (users 0 and 1 only) has chance 1/16 > 2.5 %: n.d.; then (0, 0, 0, 1)
+    assert t.loc["iBD-Teacher", ["gap", "lo", "hi", "verdict", "longer gap", "longer verdict"]].tolist() == [
+        -0.5, -1.0, 0.0, "n.d.", 0.25, "n.d."]
+    view = longer_gaps_view(pd.concat([s, t]), 40, 80)
+    assert view.columns.tolist() == ["40 epochs: gap [95% CI]", "40 epochs: verdict", "80 epochs: gap [95% CI]",
+                                     "80 epochs: verdict"]
+    assert view.loc["iBD-Student"].tolist() == ["+0.7500 [+0.2500, +1.0000]", "ahead",
+                                                "+0.2500 [+0.0000, +0.7500]", "n.d."]
+    assert view.loc["iBD-Teacher", "40 epochs: gap [95% CI]"] == "-0.5000 [-1.0000, +0.0000]"
+    assert gap_sentence(s, 40, 80, alone="BD's student").endswith(
+        "With twice the budget the gap narrowed for iBD-Student, and the verdict changed for iBD-Student")
 
 
 def _trend(slopes: dict[str, float], times: dict[str, float], pct: dict[str, float]) -> pd.DataFrame:
