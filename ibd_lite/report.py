@@ -309,6 +309,9 @@ def render(results_dir: "str | Path", n_boot: int = 10_000) -> str:
             parts.append(summary(rows).to_string())
             try:
                 comp = comparisons(rows, n_boot=n_boot)
+                if comp.empty:
+                    raise ConfigError("no pair the book discusses (BD vs alone, iBD vs BD, RD/CD vs Student, "
+                                      "iBD-Student vs the best other student) has both its rows here")
                 parts.append("\npaired differences B − A (per user, pooled over seeds; 95% bootstrap CI over "
                              "users; n.d. = not distinguishable: the interval holds 0):")
                 parts.append(comp.to_string(index=False))

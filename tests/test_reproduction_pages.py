@@ -137,6 +137,11 @@ def test_runs_of_a_seed_that_continued_from_different_warm_ups_are_flagged(tmp_p
     for f in tmp_path.glob("*-s1-*.json"):
         f.unlink()
     assert "warm-ups: the runs of each seed share one warm-up per model" in report.render(tmp_path, n_boot=50)
+    for f in tmp_path.glob("*.json"):                               # the models alone: nothing to pair
+        if "-teacher-" not in f.name and "-student-" not in f.name:
+            f.unlink()
+    alone = report.render(tmp_path, n_boot=50)
+    assert "(no paired comparison: no pair the book discusses" in alone and "Empty DataFrame" not in alone
 
 
 def test_gamma_comparisons_pair_each_cell_with_the_default_over_users_and_seeds():
