@@ -430,6 +430,7 @@ def forecast_sentence(check: pd.DataFrame, metric: str = "N@50", within: float =
     return (f"the log trends of the table runs against the longer runs, best validation {metric} gained: {each}"
             + (f". Within {100 * within:.0f} %, the trend {verdict}" if verdict else ""))
 
+
 def retrace_gap(longer: dict, table_run: dict, role: str, metric: str = "N@50") -> float:
     """Largest |difference| in validation `metric` of `role` between a longer run and its table run over the
     epochs both evaluated: 0 when the longer run repeats the table run exactly up to the table's budget."""
